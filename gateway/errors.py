@@ -29,11 +29,10 @@ class DecodeError(BedsideError, ValueError):
 class UnknownCharacteristicError(BedsideError, LookupError):
     """A characteristic UUID the gateway has no codec for."""
 
-    def __init__(self, uuid: int) -> None:
+    def __init__(self, uuid: int, known: tuple[int, ...] = ()) -> None:
         self.uuid = uuid
-        super().__init__(
-            f"no codec for characteristic 0x{uuid:04X}; see `bedside decode --help` for the list"
-        )
+        listing = ", ".join(f"{k:04X}" for k in sorted(known)) or "none"
+        super().__init__(f"no codec for characteristic 0x{uuid:04X}; known: {listing}")
 
 
 class ProfileError(BedsideError, ValueError):

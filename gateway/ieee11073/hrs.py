@@ -33,6 +33,9 @@ class HeartRateFlags(enum.IntFlag):
     RR_INTERVAL_PRESENT = 0x10
 
 
+RESERVED_FLAGS_MASK = 0xE0  # HRS §3.1.1.1: bits 5-7 reserved for future use; kept, not acted on
+
+
 class SensorContact(enum.Enum):
     """Sensor Contact Status bits 1-2 (HRS §3.1.1.1): 0/1 not supported, 2 not detected, 3
     detected."""
@@ -59,9 +62,10 @@ class BodySensorLocation(enum.IntEnum):
 class HeartRateMeasurement:
     """Heart Rate Measurement 0x2A37.
 
-    ``uint16`` chooses the heart rate's width on the wire (flags bit 0); ``contact_not_supported_bit``
-    keeps which of the two "not supported" encodings (0 or 1) the sensor used, so that
-    ``__bytes__`` is the exact inverse of ``from_bytes``.
+    ``uint16`` chooses the heart rate's width on the wire (flags bit 0);
+    ``contact_not_supported_bit`` keeps which of the two "not supported" encodings (0 or 1) the
+    sensor used and ``reserved_flags`` the RFU bits, so that ``__bytes__`` is the exact inverse of
+    ``from_bytes``.
     """
 
     heart_rate: int
@@ -70,6 +74,7 @@ class HeartRateMeasurement:
     rr_intervals: tuple[int, ...] | None = None  # in 1/1024 s
     uint16: bool = False
     contact_not_supported_bit: bool = False
+    reserved_flags: int = 0
 
     UUID: ClassVar[int] = 0x2A37
     NAME: ClassVar[str] = "Heart Rate Measurement"
@@ -80,12 +85,17 @@ class HeartRateMeasurement:
             check_range("energy expended", self.energy_expended_kj, 0, U16_MAX)
         for rr in self.rr_intervals or ():
             check_range("RR interval", rr, 0, U16_MAX)
-        if self.contact_not_supported_bit and self.sensor_contact is not SensorContact.NOT_SUPPORTED:
+        if (
+            self.contact_not_supported_bit
+            and self.sensor_contact is not SensorContact.NOT_SUPPORTED
+        ):
             raise ValueError("contact_not_supported_bit only applies when contact is not supported")
+        if self.reserved_flags & ~RESERVED_FLAGS_MASK:
+            raise ValueError(f"reserved_flags 0x{self.reserved_flags:02X} outside mask 0xE0")
 
     @property
     def flags(self) -> HeartRateFlags:
-        flags = HeartRateFlags(0)
+        flags = HeartRateFlags(self.reserved_flags)
         if self.uint16:
             flags |= HeartRateFlags.VALUE_FORMAT_UINT16
         if self.sensor_contact is SensorContact.NOT_SUPPORTED:
@@ -104,7 +114,8 @@ class HeartRateMeasurement:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         r = Reader(data, f"{cls.NAME} (0x{cls.UUID:04X})")
-        flags = HeartRateFlags(r.u8("flags"))
+        raw_flags = r.u8("flags")
+        flags = HeartRateFlags(raw_flags)
         uint16 = HeartRateFlags.VALUE_FORMAT_UINT16 in flags
         heart_rate = r.u16("heart rate (uint16)") if uint16 else r.u8("heart rate (uint8)")
         if HeartRateFlags.SENSOR_CONTACT_SUPPORTED in flags:
@@ -126,7 +137,15 @@ class HeartRateMeasurement:
                 raise r.error(f"one or more 2-byte RR intervals, found {r.remaining} byte(s)")
             rr = tuple(r.u16("RR interval") for _ in range(r.remaining // U16.size))
         r.end()
-        return cls(heart_rate, contact, energy, rr, uint16, not_supported_bit)
+        return cls(
+            heart_rate,
+            contact,
+            energy,
+            rr,
+            uint16,
+            not_supported_bit,
+            raw_flags & RESERVED_FLAGS_MASK,
+        )
 
     def __bytes__(self) -> bytes:
         out = bytearray(U8.pack(self.flags))

@@ -52,6 +52,9 @@ class Condition(enum.Enum):
     DEVICE_CLOCK_NOT_SET = "device-clock-not-set"
 
 
+NO_STATUS = MeasurementStatus(0)
+
+
 @dataclass(frozen=True, slots=True)
 class SampleArray:
     """A waveform segment (ACOM sample array): ``physical = offset + scale × sample``.
@@ -83,7 +86,7 @@ class Measurement:
     value: MderNumber | None = None
     unit_code: int | None = None
     timestamp: DateTime | None = None
-    status: MeasurementStatus = MeasurementStatus(0)
+    status: MeasurementStatus = NO_STATUS
     conditions: frozenset[Condition] = field(default_factory=frozenset)
     components: tuple[Measurement, ...] = ()
     samples: SampleArray | None = None

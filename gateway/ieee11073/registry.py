@@ -50,7 +50,7 @@ def codec_for(uuid: int) -> type[Characteristic]:
     try:
         return _CODECS[uuid]
     except KeyError:
-        raise UnknownCharacteristicError(uuid) from None
+        raise UnknownCharacteristicError(uuid, tuple(_CODECS)) from None
 
 
 def decode(uuid: int, data: bytes) -> Characteristic:

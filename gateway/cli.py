@@ -1,0 +1,109 @@
+"""The `bedside` command.
+
+Sub-commands live next to the code they drive and are wired here; this module only parses
+arguments, calls into the package and turns project errors into one line on stderr with exit
+status 2 (no tracebacks for errors a user can cause).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, NoReturn
+
+import simplejson
+import typer
+
+from gateway import __version__
+from gateway.errors import BedsideError
+
+app = typer.Typer(
+    name="bedside",
+    help="Bedside Gateway: BLE medical sensors to signed HL7 FHIR at the bedside.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+USAGE_ERROR = 2
+_HEX_SEPARATORS = re.compile(r"[\s:_-]+")
+_UUID16 = re.compile(r"(?:0[xX])?([0-9A-Fa-f]{4})")
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(USAGE_ERROR)
+
+
+def parse_uuid16(text: str) -> int:
+    """``2A35``, ``0x2a35`` → 0x2A35."""
+    match = _UUID16.fullmatch(text.strip())
+    if match is None:
+        fail(f"--char {text!r}: expected a 16-bit UUID in hex such as 2A35 or 0x2A35")
+    return int(match.group(1), 16)
+
+
+def parse_hex(text: str) -> bytes:
+    """Hex bytes, optionally ``0x``-prefixed and separated by spaces, colons or dashes."""
+    cleaned = _HEX_SEPARATORS.sub("", text.strip())
+    cleaned = cleaned.removeprefix("0x").removeprefix("0X")
+    if not cleaned:
+        fail("--hex is empty: expected the characteristic value as hex bytes, e.g. '1E8A00'")
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        fail(f"--hex {text!r}: expected an even number of hex digits (0-9, A-F)")
+
+
+def print_json(data: object) -> None:
+    typer.echo(simplejson.dumps(data, use_decimal=True, indent=2, ensure_ascii=False))
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit
+
+
+@app.command()
+def decode(
+    char: Annotated[str, typer.Option("--char", help="16-bit characteristic UUID, e.g. 2A35.")],
+    hex_value: Annotated[str, typer.Option("--hex", help="The characteristic value in hex.")],
+    fhir: Annotated[
+        bool, typer.Option("--fhir", help="Print a FHIR R4 collection Bundle instead.")
+    ] = False,
+) -> None:
+    """Decode one characteristic value and print it as JSON (or as FHIR with --fhir)."""
+    from gateway import ieee11073
+    from gateway.ieee11073._jsonable import jsonable
+    from gateway.ieee11073.registry import MeasurementSource
+
+    uuid = parse_uuid16(char)
+    data = parse_hex(hex_value)
+    try:
+        value = ieee11073.decode(uuid, data)
+    except BedsideError as exc:
+        fail(str(exc))
+    if fhir:
+        from gateway.fhir.cli import decoded_bundle
+
+        print_json(decoded_bundle(value))
+        return
+    out: dict[str, object] = {"uuid": f"{uuid:04X}", "name": value.NAME, "value": jsonable(value)}
+    if isinstance(value, MeasurementSource):
+        out["measurements"] = jsonable(value.measurements())
+    print_json(out)
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    try:
+        app()
+    except BedsideError as exc:  # a project error a command did not handle itself
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(USAGE_ERROR)
+    sys.exit(0)
