@@ -1,0 +1,408 @@
+"""The hospital side: receive signed Bundles over MQTT, verify, deduplicate, deliver.
+
+:class:`BundleReceiver` is the transport-independent core: parse, check the Bundle id, verify the
+signature against the allowed gateway keys, drop duplicates by Bundle id (remembered in a small
+SQLite file, so across restarts too), then hand the accepted Bundle to the sinks: a directory
+(one ``<bundle id>.json`` file each, the bytes exactly as received) and/or a FHIR server (POST of
+the transaction Bundle). Rejected Bundles are logged and counted by reason.
+
+:class:`MqttReceiver` subscribes to ``{prefix}/+/observations|devices|drafts`` at QoS 1 on a
+persistent session and acknowledges each message (manual PUBACK) only after it was handled: a
+receiver crash loses nothing, the broker redelivers. Messages are handled one at a time in arrival
+order; a sink that fails transiently (FHIR server down) is retried with backoff while later
+messages wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import enum
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeVar
+
+import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.forward import fhirjson
+from gateway.forward.backoff import Backoff
+from gateway.forward.errors import (
+    ErrorClass,
+    PermanentDeliveryError,
+    SignatureError,
+    TransientDeliveryError,
+)
+from gateway.forward.https import FhirClient
+from gateway.forward.mqtt import BUNDLE_ID_PROPERTY, QOS_AT_LEAST_ONCE, MqttConnection
+from gateway.forward.settings import HttpsSettings, MqttSettings
+from gateway.forward.signing import verify_bundle
+from gateway.store.models import TopicKind
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 datatype "id"
+RECEIVE_MAXIMUM: Final = 100  # MQTT 5 §3.1.2.11.3: unacknowledged messages the broker may send
+SEEN_FILENAME: Final = ".bedside-received.sqlite3"
+
+
+class Outcome(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+class Rejection(enum.StrEnum):
+    """Why a message was rejected before the signature check (see also VerifyFailure)."""
+
+    NOT_JSON = "not-json"
+    NOT_A_BUNDLE = "not-a-bundle"
+    BAD_ID = "bad-id"  # missing, or not a FHIR id (also keeps file names safe)
+    ID_MISMATCH = "id-mismatch"  # MQTT user property bundle-id differs from Bundle.id
+    REFUSED_BY_SINK = "refused-by-sink"  # the FHIR server answered 4xx
+
+
+@dataclass(slots=True)
+class ReceiverStats:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_reason": dict(sorted(self.rejected.items())),
+        }
+
+
+class Sink(Protocol):
+    """Where accepted Bundles go; raises TransientDeliveryError to be retried."""
+
+    async def deliver(self, bundle_id: str, payload: bytes) -> None: ...
+
+
+class DirectorySink:
+    """Writes ``<dir>/<bundle id>.json`` atomically (temp file, fsync, rename)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+
+    def _write(self, bundle_id: str, payload: bytes) -> None:
+        final = self.directory / f"{bundle_id}.json"
+        tmp = self.directory / f".{bundle_id}.{os.getpid()}.tmp"
+        with tmp.open("wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        tmp.replace(final)
+
+    async def deliver(self, bundle_id: str, payload: bytes) -> None:
+        try:
+            await asyncio.to_thread(self._write, bundle_id, payload)
+        except OSError as exc:  # disk full, permissions: retried, the message stays unacked
+            raise TransientDeliveryError(
+                ErrorClass.SERVER, f"cannot write {self.directory}/{bundle_id}.json: {exc}"
+            ) from exc
+
+
+class FhirSink:
+    """POSTs accepted Bundles to a FHIR server (use inside the client's ``async with``)."""
+
+    def __init__(self, client: FhirClient) -> None:
+        self.client = client
+
+    async def deliver(self, bundle_id: str, payload: bytes) -> None:
+        await self.client.post_bundle(payload, bundle_id)
+
+
+class SeenBundles:
+    """Bundle ids already accepted, in SQLite; all calls run in one private thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="receiver-seen"
+        )
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS seen (bundle_id TEXT PRIMARY KEY, topic TEXT NOT NULL, "
+            "kid TEXT NOT NULL, received TEXT NOT NULL) STRICT"
+        )
+        self._conn = conn
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._call(self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    def _contains(self, bundle_id: str) -> bool:
+        assert self._conn is not None
+        row = self._conn.execute("SELECT 1 FROM seen WHERE bundle_id = ?", (bundle_id,))
+        return row.fetchone() is not None
+
+    def _add(self, bundle_id: str, topic: str, kid: str) -> None:
+        assert self._conn is not None
+        self._conn.execute(
+            "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
+            (bundle_id, topic, kid, datetime.now(UTC).isoformat()),
+        )
+
+    async def contains(self, bundle_id: str) -> bool:
+        return await self._call(self._contains, bundle_id)
+
+    async def add(self, bundle_id: str, topic: str, kid: str) -> None:
+        await self._call(self._add, bundle_id, topic, kid)
+
+    def count(self) -> int:
+        """Number of ids remembered (blocking; for tests and summaries)."""
+        conn = sqlite3.connect(self.path)
+        try:
+            return int(conn.execute("SELECT count(*) FROM seen").fetchone()[0])
+        finally:
+            conn.close()
+
+
+class BundleReceiver:
+    """Verify → deduplicate → deliver; see the module text."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, Ed25519PublicKey],
+        seen: SeenBundles,
+        sinks: Sequence[Sink],
+    ) -> None:
+        if not keys:
+            raise ValueError("a receiver needs at least one allowed gateway key")
+        self.keys = dict(keys)
+        self.seen = seen
+        self.sinks = tuple(sinks)
+        self.stats = ReceiverStats()
+
+    def _reject(self, topic: str, reason: str, detail: str) -> Outcome:
+        self.stats.rejected[reason] += 1
+        log.warning("rejected a Bundle on %s: %s: %s", topic, reason, detail)
+        return Outcome.REJECTED
+
+    async def handle(self, topic: str, payload: bytes, bundle_id_property: str | None) -> Outcome:
+        """Handle one message; raises TransientDeliveryError when a sink should be retried."""
+        try:
+            bundle = fhirjson.loads(payload)
+        except fhirjson.FhirJsonError as exc:
+            return self._reject(topic, Rejection.NOT_JSON, str(exc))
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            return self._reject(topic, Rejection.NOT_A_BUNDLE, "resourceType is not Bundle")
+        bundle_id = bundle.get("id")
+        if not isinstance(bundle_id, str) or not FHIR_ID.fullmatch(bundle_id):
+            return self._reject(
+                topic, Rejection.BAD_ID, f"Bundle.id {bundle_id!r} is not a FHIR id"
+            )
+        if bundle_id_property is not None and bundle_id_property != bundle_id:
+            return self._reject(
+                topic,
+                Rejection.ID_MISMATCH,
+                f"user property {BUNDLE_ID_PROPERTY}={bundle_id_property!r} but id {bundle_id!r}",
+            )
+        try:
+            kid = verify_bundle(bundle, self.keys)
+        except SignatureError as exc:
+            return self._reject(topic, exc.reason, f"Bundle {bundle_id}: {exc.detail}")
+        if await self.seen.contains(bundle_id):
+            self.stats.duplicates += 1
+            log.debug("duplicate Bundle %s on %s dropped", bundle_id, topic)
+            return Outcome.DUPLICATE
+        try:
+            for sink in self.sinks:
+                await sink.deliver(bundle_id, payload)
+        except PermanentDeliveryError as exc:
+            return self._reject(topic, Rejection.REFUSED_BY_SINK, f"Bundle {bundle_id}: {exc}")
+        await self.seen.add(bundle_id, topic, kid)
+        self.stats.accepted += 1
+        log.info("accepted Bundle %s from %s (key %s)", bundle_id, topic, kid)
+        return Outcome.ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    bundle_id: str | None
+
+
+def _bundle_id_property(properties: Properties | None) -> str | None:
+    for name, value in getattr(properties, "UserProperty", None) or []:
+        if name == BUNDLE_ID_PROPERTY:
+            return str(value)
+    return None
+
+
+class MqttReceiver(MqttConnection):
+    """Feeds a :class:`BundleReceiver` from the broker; run :meth:`run` as a task."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        receiver: BundleReceiver,
+        *,
+        backoff: Backoff | None = None,
+        sink_backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__(
+            settings,
+            client_id=settings.client_id or "bedside-receiver",
+            manual_ack=True,
+            receive_maximum=RECEIVE_MAXIMUM,
+            backoff=backoff,
+        )
+        self.receiver = receiver
+        self.topics = [f"{settings.topic_prefix}/+/{kind}" for kind in TopicKind]
+        self._queue: asyncio.Queue[_Message] = asyncio.Queue()
+        self._sink_backoff = sink_backoff or Backoff()
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.subscribed = asyncio.Event()
+        self.progress = asyncio.Event()  # set after every handled message
+        self.handled = 0
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._work(), name="receiver-work")
+            await super().run()
+
+    def _connected(self, session_present: bool) -> None:
+        self.client.subscribe([(name, QOS_AT_LEAST_ONCE) for name in self.topics])
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        failed = [str(reason) for reason in reasons if reason.is_failure]
+        if failed:
+            log.error("broker refused subscriptions %s: %s", self.topics, failed)
+        else:
+            self.subscribed.set()
+
+    def _connection_lost(self, reason: str) -> None:
+        self.subscribed.clear()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._queue.put_nowait(
+            _Message(
+                self.generation,
+                message.mid,
+                message.qos,
+                message.topic,
+                bytes(message.payload),
+                _bundle_id_property(message.properties),
+            )
+        )
+
+    async def _work(self) -> None:
+        while True:
+            message = await self._queue.get()
+            while True:
+                try:
+                    await self.receiver.handle(message.topic, message.payload, message.bundle_id)
+                except TransientDeliveryError as exc:
+                    delay = self._sink_backoff.failure(exc.error_class, exc.retry_after)
+                    log.warning(
+                        "delivering %s failed: %s; retrying in %.1f s", message.topic, exc, delay
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                self._sink_backoff.success()
+                break
+            self.handled += 1
+            self.progress.set()
+            # An ack for a message of an earlier connection would hit another message with the
+            # same packet id: skip it, the broker redelivers that message and dedup drops it.
+            if message.qos > 0 and message.generation == self.generation and self.connected:
+                self.client.ack(message.mid, message.qos)
+
+
+def default_state_path(out_dir: Path | None) -> Path:
+    """Where the ids of accepted Bundles are remembered when ``--state`` is not given."""
+    return (out_dir if out_dir is not None else Path.cwd()) / SEEN_FILENAME
+
+
+async def receive(
+    settings: MqttSettings,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    out_dir: Path | None = None,
+    fhir: HttpsSettings | None = None,
+    state_path: Path | None = None,
+    max_bundles: int | None = None,
+    stop: asyncio.Event | None = None,
+    backoff: Backoff | None = None,
+) -> ReceiverStats:
+    """Receive until ``stop`` is set or ``max_bundles`` were accepted; returns the counts."""
+    if out_dir is None and fhir is None:
+        raise ValueError("give an output directory and/or a FHIR base URL")
+    stop = stop or asyncio.Event()
+    seen = SeenBundles(state_path or default_state_path(out_dir))
+    await seen.open()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            sinks: list[Sink] = []
+            if out_dir is not None:
+                sinks.append(DirectorySink(out_dir))
+            if fhir is not None:
+                sinks.append(FhirSink(await stack.enter_async_context(FhirClient(fhir))))
+            receiver = BundleReceiver(keys, seen, sinks)
+            mqtt = MqttReceiver(settings, receiver, backoff=backoff)
+
+            def done() -> bool:
+                return stop.is_set() or (
+                    max_bundles is not None and receiver.stats.accepted >= max_bundles
+                )
+
+            async def wake_on_stop() -> None:
+                await stop.wait()
+                mqtt.progress.set()
+
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(mqtt.run(), name="receiver-mqtt"),
+                    tg.create_task(wake_on_stop(), name="receiver-stop"),
+                ]
+                while not done():
+                    await mqtt.progress.wait()
+                    mqtt.progress.clear()
+                for task in tasks:
+                    task.cancel()
+            return receiver.stats
+    finally:
+        await seen.close()

@@ -1,0 +1,36 @@
+"""The gateway's SQLite store (WAL): devices, Observations, and the durable outbox.
+
+:class:`Store` is the blocking implementation (one connection, one thread);
+:class:`AsyncStore` is what asyncio code uses: it runs every SQLite call in the store's threads.
+"""
+
+from gateway.store.aio import AsyncStore
+from gateway.store.errors import SchemaVersionError, StoreClosedError, StoreError
+from gateway.store.models import (
+    DeviceRecord,
+    ObservationRecord,
+    OutboxItem,
+    OutboxState,
+    OutboxStats,
+    StoredObservation,
+    TopicKind,
+)
+from gateway.store.store import DEFAULT_QUOTA_BYTES, STORE_FILENAME, Store, store_path
+
+__all__ = [
+    "DEFAULT_QUOTA_BYTES",
+    "STORE_FILENAME",
+    "AsyncStore",
+    "DeviceRecord",
+    "ObservationRecord",
+    "OutboxItem",
+    "OutboxState",
+    "OutboxStats",
+    "SchemaVersionError",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoredObservation",
+    "TopicKind",
+    "store_path",
+]

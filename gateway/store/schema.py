@@ -1,0 +1,152 @@
+"""The store's schema as ordered migrations, versioned by ``PRAGMA user_version``.
+
+Migration N (1-based position in :data:`MIGRATIONS`) takes a database from version N-1 to N. Each
+runs in its own ``BEGIN IMMEDIATE`` transaction together with the ``user_version`` update, so a
+failed migration leaves the previous version intact, and two processes opening the same file at
+once migrate it once. A database newer than the code is refused (:class:`SchemaVersionError`):
+an older gateway must not write into a layout it does not know.
+
+Times are TEXT in ISO 8601, UTC, microseconds (``2024-05-01T12:00:00.000000+00:00``) so that
+text order is time order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway.store.errors import SchemaVersionError
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _run(conn: sqlite3.Connection, statements: Sequence[str]) -> None:
+    # executescript() would COMMIT first; statements one by one stay in our transaction.
+    for statement in statements:
+        conn.execute(statement)
+
+
+_V1_DEVICES_OBSERVATIONS = (
+    """CREATE TABLE devices (
+        address TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT,
+        system_id TEXT,
+        info TEXT NOT NULL DEFAULT '{}',
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX devices_system_id ON devices(system_id)",
+    """CREATE TABLE observations (
+        row INTEGER PRIMARY KEY,
+        identifier TEXT NOT NULL UNIQUE,
+        code TEXT NOT NULL,
+        device_address TEXT NOT NULL,
+        effective TEXT,
+        received TEXT NOT NULL,
+        resource TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX observations_code ON observations(code)",
+    """CREATE INDEX observations_device_code_effective
+        ON observations(device_address, code, effective)""",
+)
+
+
+def _v1_devices_observations(conn: sqlite3.Connection) -> None:
+    """Sensors and the Observations made from their measurements (issue 3)."""
+    _run(conn, _V1_DEVICES_OBSERVATIONS)
+
+
+# AUTOINCREMENT: a pruned item's seq is never reused, so a pump's "after seq" cursor cannot skip
+# a new item. outbox_usage keeps per-state counts and bytes up to date through triggers, so the
+# quota check and the status summary are O(1) however long the outbox grows.
+_V2_OUTBOX = (
+    """CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        uplink TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('observations', 'devices', 'drafts')),
+        payload TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        UNIQUE (uplink, id)
+    ) STRICT""",
+    "CREATE INDEX outbox_uplink_state_seq ON outbox(uplink, state, seq)",
+    "CREATE INDEX outbox_state_seq ON outbox(state, seq)",
+    """CREATE TABLE outbox_usage (
+        state TEXT PRIMARY KEY,
+        items INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    ) STRICT""",
+    """INSERT INTO outbox_usage (state, items, bytes)
+        VALUES ('pending', 0, 0), ('delivered', 0, 0), ('dead', 0, 0)""",
+    """CREATE TRIGGER outbox_usage_insert AFTER INSERT ON outbox BEGIN
+        UPDATE outbox_usage SET items = items + 1, bytes = bytes + NEW.size
+            WHERE state = NEW.state;
+    END""",
+    """CREATE TRIGGER outbox_usage_delete AFTER DELETE ON outbox BEGIN
+        UPDATE outbox_usage SET items = items - 1, bytes = bytes - OLD.size
+            WHERE state = OLD.state;
+    END""",
+    """CREATE TRIGGER outbox_usage_update AFTER UPDATE OF state ON outbox
+        WHEN OLD.state <> NEW.state BEGIN
+        UPDATE outbox_usage SET items = items - 1, bytes = bytes - OLD.size
+            WHERE state = OLD.state;
+        UPDATE outbox_usage SET items = items + 1, bytes = bytes + NEW.size
+            WHERE state = NEW.state;
+    END""",
+)
+
+
+def _v2_outbox(conn: sqlite3.Connection) -> None:
+    """The durable outbox of signed Bundles per uplink (issue 4)."""
+    _run(conn, _V2_OUTBOX)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_devices_observations, _v2_outbox)
+"""Append only: never edit or reorder a released migration."""
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(
+    conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Bring the database at ``path`` (open on ``conn``, autocommit mode) up to date.
+
+    Returns the version reached. Raises :class:`SchemaVersionError` for a newer database.
+    """
+    latest = len(migrations)
+    found = user_version(conn)
+    if found > latest:
+        raise SchemaVersionError(path, found, latest)
+    for version in range(found + 1, latest + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _step(conn, path, version, migrations)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return user_version(conn)
+
+
+def _step(
+    conn: sqlite3.Connection, path: Path, version: int, migrations: Sequence[Migration]
+) -> None:
+    """Inside the write lock: apply migration ``version`` unless another process already did."""
+    current = user_version(conn)
+    if current > len(migrations):
+        raise SchemaVersionError(path, current, len(migrations))
+    if current < version:
+        migrations[version - 1](conn)
+        conn.execute(f"PRAGMA user_version = {version:d}")
