@@ -1,0 +1,29 @@
+"""Simulated Zephyr medical sensors on a real Bluetooth LE stack (Bumble).
+
+In-process API::
+
+    from firmware_sim import Simulator
+
+    async with Simulator(["ecg", "spo2", "bp", "thermo"], scenario="normal", seed=1) as sim:
+        hci = await sim.attach_host()  # .source / .sink for a Bumble Host or Device
+        sim.sensors["bp"].stats        # what the sensor sent, counted by the sensor
+        await sim.sensors["ecg"].disconnect()
+
+Command line: ``bedside-sim --hci tcp-server:127.0.0.1:9411 --devices ecg,spo2,bp,thermo``.
+"""
+
+from firmware_sim.scenarios import Scenario, ScenarioError, builtin_names
+from firmware_sim.sensor import Sensor, SensorStats
+from firmware_sim.simulator import DEFAULT_KINDS, HostTransport, Simulator, sensor_address
+
+__all__ = [
+    "DEFAULT_KINDS",
+    "HostTransport",
+    "Scenario",
+    "ScenarioError",
+    "Sensor",
+    "SensorStats",
+    "Simulator",
+    "builtin_names",
+    "sensor_address",
+]

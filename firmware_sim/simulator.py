@@ -1,0 +1,227 @@
+"""The virtual radio: sensors on one Bumble ``LocalLink`` and the ways a host attaches to it.
+
+Topology: each sensor is a ``bumble.device.Device`` on its own ``bumble.controller.Controller``
+attached to the link, with a random static address and its own name. A host (the gateway) attaches
+through one more controller on the same link: ``await sim.attach_host()`` returns an in-memory HCI
+transport (``.source``/``.sink``) for a Bumble ``Host``/``Device`` in the same process;
+``sim.attach_host_transport(transport)`` serves an opened Bumble transport instead (the CLI's
+``tcp-server:…``). A sensor may also run on a real controller (``controllers={"bp": transport}``):
+then it advertises over the air and its virtual twin is not created.
+
+Usage::
+
+    async with Simulator(["ecg", "spo2", "bp", "thermo"], scenario="normal", seed=1) as sim:
+        hci = await sim.attach_host()
+        central = Device.with_hci("gateway", Address("F0:00:00:00:00:01"), hci.source, hci.sink)
+        await central.power_on()
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from bumble import hci, ll
+from bumble.controller import Controller
+from bumble.link import LocalLink
+from bumble.transport.common import AsyncPipeSink, Transport
+from bumble.utils import AsyncRunner
+
+from firmware_sim import scenarios
+from firmware_sim.devices import KINDS
+from firmware_sim.scenarios import Scenario, Timeline
+from firmware_sim.sensor import Sensor, SensorContext
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KINDS: Final = ("ecg", "spo2", "bp", "thermo")
+BUMBLE_DRAIN_TIMEOUT_S: Final = 2.0
+STATIC_ADDRESS_MARK: Final = 0xC0  # random static: the two most significant bits are 1
+
+
+def sensor_address(seed: int, kind: str) -> str:
+    """A deterministic random static address (Core Vol 6 Part B §1.3.2.1) for a sensor."""
+    rng = random.Random(f"{seed}:address:{kind}")  # noqa: S311 - an address, not a secret
+    octets = bytearray(rng.randbytes(6))
+    octets[0] |= STATIC_ADDRESS_MARK
+    return ":".join(f"{b:02X}" for b in octets)
+
+
+class HostController(Controller):
+    """The controller a host attaches to. Like a real controller it drops every link on HCI
+    Reset, so a gateway that restarts (or reconnects over TCP) finds the sensors advertising."""
+
+    def drop_all_links(self) -> None:
+        for connection in list(self.le_connections.values()):
+            with contextlib.suppress(Exception):
+                self.link.send_ll_control_pdu(
+                    sender_address=connection.self_address,
+                    receiver_address=connection.peer_address,
+                    packet=ll.TerminateInd(
+                        error_code=hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR
+                    ),
+                )
+        self.le_connections.clear()
+        self.le_scan_enable = False
+        self.pending_le_connection = None
+
+    def on_hci_reset_command(
+        self, command: hci.HCI_Reset_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        self.drop_all_links()
+        return super().on_hci_reset_command(command)
+
+
+class HostTransport(Transport):
+    """An in-memory HCI transport to a host-facing controller on the simulator's link; build a
+    Bumble ``Host``/``Device`` on ``.source``/``.sink``. ``close()`` detaches the controller."""
+
+    def __init__(self, controller: HostController, link: LocalLink) -> None:
+        super().__init__(controller, AsyncPipeSink(controller))
+        self.controller = controller
+        self._link = link
+
+    async def close(self) -> None:
+        controller = self.controller
+        controller.drop_all_links()
+        if controller in self._link.controllers:
+            self._link.remove_controller(controller)
+        controller.set_packet_sink(None)
+        if not controller.terminated.done():
+            controller.terminated.set_result(None)
+
+
+class Simulator:
+    """A set of simulated sensors on one virtual radio; an async context manager."""
+
+    def __init__(
+        self,
+        kinds: Sequence[str] = DEFAULT_KINDS,
+        scenario: str | Path | Scenario = "normal",
+        seed: int = 0,
+        overrides: Mapping[str, object] | None = None,
+        controllers: Mapping[str, Transport] | None = None,
+    ) -> None:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(
+                f"unknown sensor kind(s) {', '.join(unknown)}; expected some of {', '.join(KINDS)}"
+            )
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"each sensor kind at most once, got {', '.join(kinds)}")
+        stray = set(controllers or {}) - set(kinds)
+        if stray:
+            raise ValueError(f"controllers given for kinds not simulated: {', '.join(stray)}")
+        if isinstance(scenario, Scenario):
+            data = scenario.model_dump()
+            for key, value in (overrides or {}).items():
+                scenarios.set_dotted(data, key, value, scenario.name)
+            self.scenario = scenarios.validate(data, scenario.name)
+        else:
+            self.scenario = scenarios.load(scenario, overrides)
+        self.kinds = tuple(kinds)
+        self.seed = seed
+        self.sensors: dict[str, Sensor] = {}
+        self.link = LocalLink()  # type: ignore[no-untyped-call]  # Bumble leaves it unannotated
+        self._controllers = dict(controllers or {})
+        self._hosts: list[HostTransport] = []
+        self._host_controllers: list[HostController] = []
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("simulator already started")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        timeline = Timeline(self.scenario)
+        start_time = loop.time()
+        for index, kind in enumerate(self.kinds):
+            context = SensorContext(
+                index=index,
+                seed=self.seed,
+                scenario=self.scenario,
+                timeline=timeline,
+                address=sensor_address(self.seed, kind),
+                start_time=start_time,
+            )
+            transport = self._controllers.get(kind)
+            if transport is not None:
+                self.sensors[kind] = KINDS[kind](context, transport.source, transport.sink)
+            else:
+                controller = Controller(f"{kind} controller", link=self.link)
+                self.sensors[kind] = KINDS[kind](context, controller, AsyncPipeSink(controller))
+        try:
+            await asyncio.gather(*(sensor.start() for sensor in self.sensors.values()))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def attach_host(self) -> HostTransport:
+        """A new host-facing controller on the link, as an in-memory HCI transport."""
+        controller = HostController("host controller", link=self.link)
+        transport = HostTransport(controller, self.link)
+        self._hosts.append(transport)
+        return transport
+
+    def attach_host_transport(self, transport: Transport) -> HostController:
+        """Serve an opened Bumble transport (e.g. ``tcp-server:…``) as a host-facing controller."""
+        controller = HostController(
+            "host controller",
+            host_source=transport.source,
+            host_sink=transport.sink,
+            link=self.link,
+        )
+        self._host_controllers.append(controller)
+        return controller
+
+    async def stop(self) -> None:
+        """Stop every sensor and detach the hosts; re-raises the first sensor failure."""
+        results = await asyncio.gather(
+            *(sensor.stop() for sensor in self.sensors.values()), return_exceptions=True
+        )
+        for host in self._hosts:
+            await host.close()
+        self._hosts.clear()
+        for controller in self._host_controllers:
+            controller.drop_all_links()
+            if controller in self.link.controllers:
+                self.link.remove_controller(controller)
+        self._host_controllers.clear()
+        for remaining in list(self.link.controllers):
+            self.link.remove_controller(remaining)
+        await _drain_bumble_tasks()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+async def _drain_bumble_tasks() -> None:
+    """Let the tasks Bumble spawned (ATT handlers, advertising restarts) finish."""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    pending = [
+        t
+        for t in list(AsyncRunner.running_tasks)
+        if isinstance(t, asyncio.Task) and t.get_loop() is loop and t is not current
+    ]
+    if pending:
+        await asyncio.wait(pending, timeout=BUMBLE_DRAIN_TIMEOUT_S)
