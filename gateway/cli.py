@@ -7,9 +7,14 @@ status 2 (no tracebacks for errors a user can cause).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import signal
 import sys
-from typing import Annotated, NoReturn
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import simplejson
 import typer
@@ -25,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+T = TypeVar("T")
 USAGE_ERROR = 2
 _HEX_SEPARATORS = re.compile(r"[\s:_-]+")
 _UUID16 = re.compile(r"(?:0[xX])?([0-9A-Fa-f]{4})")
@@ -97,6 +103,118 @@ def decode(
     if isinstance(value, MeasurementSource):
         out["measurements"] = jsonable(value.measurements())
     print_json(out)
+
+
+def _overrides(
+    data_dir: Path | None, mqtt: str | None, https: str | None, **extra: Any
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"data_dir": data_dir, **extra}
+    if mqtt is not None:
+        out["mqtt"] = {"url": mqtt}
+    if https is not None:
+        out["https"] = {"base_url": https}
+    return out
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def _until_signalled(coro: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``coro``; SIGINT/SIGTERM cancel it cleanly (exit status 0)."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default: per-user data dir).")
+]
+MqttOption = Annotated[
+    str | None, typer.Option("--mqtt", help="MQTT uplink URL, mqtt://host:port or mqtts://…")
+]
+HttpsOption = Annotated[
+    str | None, typer.Option("--https", help="FHIR base URL of the HTTPS uplink.")
+]
+LogOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")]
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML configuration file.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    mqtt: MqttOption = None,
+    https: HttpsOption = None,
+    log_level: LogOption = "info",
+) -> None:
+    """Run the gateway service (under systemd: Type=notify)."""
+    from gateway.app import Gateway
+    from gateway.config import load_settings
+
+    _logging(log_level)
+    settings = load_settings(config, **_overrides(data_dir, mqtt, https))
+    gateway = Gateway(settings)
+    asyncio.run(_until_signalled(gateway.run()))
+
+
+@app.command()
+def demo(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="normal, tachycardia, hypoxia, hypertension, "
+            "fever, faults, or a scenario TOML file.",
+        ),
+    ] = "normal",
+    headless: Annotated[
+        bool, typer.Option("--headless", help="No live view: run, print a JSON summary, exit.")
+    ] = False,
+    duration: Annotated[
+        float | None, typer.Option("--for", min=0, help="Seconds to run (headless: required).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Signal and fault seed.")] = 0,
+    data_dir: DataDirOption = None,
+    mqtt: MqttOption = None,
+    https: HttpsOption = None,
+    log_level: LogOption = "warning",
+) -> None:
+    """The simulator's four sensors and the gateway, with embedded defaults."""
+    from gateway.config import load_settings
+    from gateway.demo import run_demo
+
+    if headless and duration is None:
+        fail("--headless needs --for SECONDS")
+    _logging(log_level)
+    settings = load_settings(None, **_overrides(data_dir, mqtt, https, ble={"auto_accept": True}))
+    summary = asyncio.run(
+        _until_signalled(
+            run_demo(settings, scenario=scenario, seed=seed, duration_s=duration, headless=headless)
+        )
+    )
+    if summary is not None:
+        typer.echo(simplejson.dumps(summary, use_decimal=True))
+
+
+def _register_subcommands() -> None:
+    from gateway.forward.commands import register as register_forwarding
+
+    register_forwarding(app)
+
+
+_register_subcommands()
 
 
 def main() -> NoReturn:

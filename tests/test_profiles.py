@@ -189,9 +189,10 @@ def test_broken_profile_names_file_and_field(
 
 
 def test_wait_takes_no_target(tmp_path: Path) -> None:
-    text = (DEFAULT_DIRECTORY / "thermo.toml").read_text(encoding="utf-8")
+    text = (DEFAULT_DIRECTORY / "spo2.toml").read_text(encoding="utf-8")
+    assert 'method = "wait"' in text
     path = _write(
-        tmp_path, "thermo.toml", text.replace('method = "wait"', 'method = "wait"\nvalue = "01"')
+        tmp_path, "spo2.toml", text.replace('method = "wait"', 'method = "wait"\nvalue = "01"')
     )
     with pytest.raises(ProfileError, match=re.escape("measure: method 'wait' takes no uuid")):
         load_profile(path)

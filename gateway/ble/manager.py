@@ -1,0 +1,232 @@
+"""Discovery and the set of sensor sessions; measure-on-demand.
+
+:class:`SensorManager` scans with the service UUIDs of every device profile, starts one
+:class:`~gateway.ble.session.DeviceSession` per accepted device (an allow-list, or everything in
+demo mode) and serves ``await sensors.measure(loinc_code, timeout)`` for the assistant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bleak import BleakScanner
+
+from gateway.ble.session import (
+    DeviceSession,
+    MeasurementTimeoutError,
+    SensorNotConnectedError,
+    SensorUnavailableError,
+    SessionState,
+    SessionStatus,
+)
+
+if TYPE_CHECKING:
+    from bleak.backends.device import BLEDevice
+    from bleak.backends.scanner import AdvertisementData
+
+    from gateway.ble.session import MeasurementSink
+    from gateway.profiles import DeviceProfile
+
+log = logging.getLogger(__name__)
+
+READY_STATES = frozenset({SessionState.CONNECTED, SessionState.STREAMING})
+
+
+@dataclass(frozen=True)
+class ObservationEvent:
+    """An Observation the ingest pipeline produced for a device, with its codes."""
+
+    address: str
+    codes: frozenset[str]
+    resource: Mapping[str, Any]
+
+
+@dataclass
+class _Waiter:
+    code: str
+    addresses: frozenset[str]
+    future: asyncio.Future[Mapping[str, Any]] = field(repr=False)
+
+
+class SensorManager:
+    """Finds sensors, keeps a session per sensor, and measures on demand."""
+
+    def __init__(
+        self,
+        profiles: Mapping[str, DeviceProfile],
+        sink: MeasurementSink,
+        *,
+        allow: Iterable[str] = (),
+        auto_accept: bool = False,
+        scanner_backend: type[Any] | None = None,
+        client_backend: type[Any] | None = None,
+        last_record_time: Callable[[str, str], Awaitable[dt.datetime | None]] | None = None,
+        tz: dt.tzinfo = dt.UTC,
+    ) -> None:
+        self.profiles = dict(profiles)
+        self._sink = sink
+        self._allow = {a.upper() for a in allow}
+        self._auto_accept = auto_accept
+        self._scanner_backend = scanner_backend
+        self._client_backend = client_backend
+        self._last_record_time = last_record_time
+        self._tz = tz
+        self._sessions: dict[str, DeviceSession] = {}
+        self._seen: dict[str, BLEDevice] = {}
+        self._waiters: list[_Waiter] = []
+        self._tasks: asyncio.TaskGroup | None = None
+        self._service_index = {
+            service: profile
+            for profile in self.profiles.values()
+            for service in profile.match_services
+        }
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def statuses(self) -> list[SessionStatus]:
+        return [s.status for s in self._sessions.values()]
+
+    def session(self, address: str) -> DeviceSession | None:
+        return self._sessions.get(address.upper())
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Scan and run sessions until cancelled."""
+        kwargs: dict[str, Any] = {}
+        if self._scanner_backend is not None:
+            kwargs["backend"] = self._scanner_backend
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            scanner = BleakScanner(
+                detection_callback=self._on_advertisement,
+                service_uuids=sorted(self._service_index),
+                **kwargs,
+            )
+            try:
+                async with scanner:
+                    await asyncio.Event().wait()  # sessions run in the task group
+            finally:
+                self._tasks = None
+                for waiter in self._waiters:
+                    waiter.future.cancel()
+
+    def _profile_for(self, adv: AdvertisementData) -> DeviceProfile | None:
+        for uuid in adv.service_uuids:
+            profile = self._service_index.get(uuid.lower())
+            if profile is not None:
+                return profile
+        return None
+
+    def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        address = device.address.upper()
+        self._seen[address] = device
+        if address in self._sessions or self._tasks is None:
+            return
+        profile = self._profile_for(adv)
+        if profile is None:
+            return
+        if not self._auto_accept and address not in self._allow:
+            log.debug("ignoring %s (%s): not in the allow-list", address, profile.kind)
+            return
+        session = DeviceSession(
+            device,
+            profile,
+            self._sink,
+            client_backend=self._client_backend,
+            lookup_device=lambda: self._seen.get(address),
+            last_record_time=self._record_time_reader(profile),
+            clock=lambda: dt.datetime.now(self._tz),
+        )
+        self._sessions[address] = session
+        log.info("found %s %s (%s)", profile.kind, device.name, address)
+        self._tasks.create_task(session.run(), name=f"ble-session-{address}")
+
+    def _record_time_reader(
+        self, profile: DeviceProfile
+    ) -> Callable[[str], Awaitable[dt.datetime | None]] | None:
+        """For RACP downloads: the newest stored record time of the profile's first code."""
+        reader = self._last_record_time
+        if reader is None or not profile.loinc:
+            return None
+        code = profile.loinc[0]
+
+        async def last_record_time(address: str) -> dt.datetime | None:
+            return await reader(address, code)
+
+        return last_record_time
+
+    # -- measure on demand ------------------------------------------------------------------------
+
+    def can_measure(self) -> dict[str, list[str]]:
+        """LOINC code → addresses of ready sensors that can measure it."""
+        out: dict[str, list[str]] = {}
+        for address, session in self._sessions.items():
+            if session.status.state in READY_STATES:
+                for code in session.profile.loinc:
+                    out.setdefault(code, []).append(address)
+        return out
+
+    def observation_ingested(self, event: ObservationEvent) -> None:
+        """Called by the ingest pipeline for every stored Observation; resolves waiters."""
+        for waiter in list(self._waiters):
+            if (
+                event.address in waiter.addresses
+                and waiter.code in event.codes
+                and not waiter.future.done()
+            ):
+                waiter.future.set_result(event.resource)
+
+    async def measure(
+        self,
+        loinc_code: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the assistant's API takes a timeout
+    ) -> Mapping[str, Any]:
+        """The next Observation with ``loinc_code`` from a connected sensor that can measure it.
+
+        Starts the measurement where the profile says how (a control-point write), else waits for
+        the sensor's next value. Raises :class:`SensorUnavailableError` when no known sensor
+        measures the code, :class:`SensorNotConnectedError` when those that do are not connected
+        and :class:`MeasurementTimeoutError` when none delivered in time.
+        """
+        candidates = [s for s in self._sessions.values() if loinc_code in s.profile.loinc]
+        if not candidates:
+            raise SensorUnavailableError(f"no sensor known to the gateway measures {loinc_code}")
+        ready = [s for s in candidates if s.status.state in READY_STATES]
+        if not ready:
+            first = candidates[0].status
+            raise SensorNotConnectedError(first.address, first.state)
+        profile_timeout = max(s.profile.measure.timeout_s for s in ready)
+        limit = profile_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(
+            loinc_code, frozenset(s.status.address for s in ready), loop.create_future()
+        )
+        self._waiters.append(waiter)
+        try:
+            for session in ready:
+                measure = session.profile.measure
+                # A device without the profile's trigger streams anyway: then just wait.
+                if (
+                    measure.method == "write"
+                    and measure.uuid
+                    and measure.value
+                    and session.has_characteristic(measure.uuid)
+                ):
+                    await session.write(measure.uuid, bytes.fromhex(measure.value))
+            async with asyncio.timeout(limit):
+                return await waiter.future
+        except TimeoutError:
+            raise MeasurementTimeoutError(
+                f"no {loinc_code} measurement from {', '.join(sorted(waiter.addresses))} "
+                f"within {limit:g} s"
+            ) from None
+        finally:
+            self._waiters.remove(waiter)
+            if not waiter.future.done():
+                waiter.future.cancel()

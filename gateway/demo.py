@@ -1,0 +1,123 @@
+"""`bedside demo`: the firmware simulator and the gateway in one process, no hardware needed.
+
+The simulator's four sensors sit on a virtual radio; the gateway attaches to it through an
+in-memory HCI transport and the Bumble-backed bleak backend, i.e. the same BLE code that runs on
+BlueZ. Interactive mode shows a live terminal view; ``--headless --for N`` runs N seconds and
+prints one JSON summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from gateway.app import Gateway
+from gateway.ble.bumble_backend import BumbleAdapter
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+
+DEMO_KINDS = ("ecg", "spo2", "bp", "thermo")
+REFRESH_S = 0.5
+VITALS = (
+    ("8867-4", "Heart / pulse rate"),
+    ("59408-5", "SpO2"),
+    ("85354-9", "Blood pressure"),
+    ("8310-5", "Body temperature"),
+    ("147240", "RR interval"),
+)
+
+
+def live_view(gateway: Gateway, latest: Mapping[str, str], elapsed_s: float) -> Group:
+    """Devices and latest vitals as rich tables."""
+    devices = Table(title=f"Bedside Gateway {gateway.identity.gateway_id} — {elapsed_s:,.0f} s")
+    for column in ("kind", "name", "address", "state", "battery", "obs", "bad", "reconnects"):
+        devices.add_column(column)
+    statuses = gateway.manager.statuses() if gateway.manager is not None else []
+    for s in sorted(statuses, key=lambda s: s.kind):
+        devices.add_row(
+            s.kind,
+            s.name,
+            s.address,
+            str(s.state) + (f" ({s.reason})" if s.reason else ""),
+            "" if s.battery is None else f"{s.battery} %",
+            str(s.observations),
+            str(s.decode_errors),
+            str(s.reconnects),
+        )
+    vitals = Table(title="Latest vitals")
+    vitals.add_column("measurement")
+    vitals.add_column("code")
+    vitals.add_column("value")
+    for code, label in VITALS:
+        vitals.add_row(label, code, latest.get(code, "—"))
+    return Group(devices, vitals)
+
+
+async def run_demo(
+    settings: Settings,
+    *,
+    scenario: str = "normal",
+    seed: int = 0,
+    duration_s: float | None = None,
+    headless: bool = False,
+    overrides: Mapping[str, object] | None = None,
+) -> dict[str, Any] | None:
+    """Run the simulator and the gateway; return the summary in headless mode."""
+    from firmware_sim import Simulator
+
+    gateway = Gateway(settings)
+    async with Simulator(
+        list(DEMO_KINDS), scenario=scenario, seed=seed, overrides=overrides
+    ) as sim:
+        hci = await sim.attach_host()
+        async with BumbleAdapter(hci) as adapter:
+            task = asyncio.create_task(gateway.run(backends=adapter.backends), name="gateway")
+            started = time.monotonic()
+            try:
+                await _wait_ready(gateway, task)
+                if headless:
+                    await _sleep_or_fail(task, duration_s or 0)
+                    return await gateway.summary()
+                await _show(gateway, task, started, duration_s)
+                return None
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def _wait_ready(gateway: Gateway, task: asyncio.Task[None]) -> None:
+    ready = asyncio.create_task(gateway.ready.wait())
+    done, _ = await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()  # raises what stopped the gateway
+
+
+async def _sleep_or_fail(task: asyncio.Task[None], seconds: float) -> None:
+    """Sleep, but surface the gateway's failure at once if it stops."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        task.result()
+
+
+async def _show(
+    gateway: Gateway, task: asyncio.Task[None], started: float, duration_s: float | None
+) -> None:
+    latest = _latest(gateway)
+    with Live(live_view(gateway, latest, 0), refresh_per_second=4, transient=False) as live:
+        while duration_s is None or time.monotonic() - started < duration_s:
+            await _sleep_or_fail(task, REFRESH_S)
+            live.update(live_view(gateway, _latest(gateway), time.monotonic() - started))
+
+
+def _latest(gateway: Gateway) -> Mapping[str, str]:
+    return gateway.ingest.latest if gateway.ingest is not None else {}

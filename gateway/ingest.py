@@ -1,0 +1,161 @@
+"""The ingest pipeline: a session's measurements → FHIR Observations → store and outbox.
+
+One call per notification: the pure mapping (:mod:`gateway.fhir`) builds the Observations, the
+store inserts the ones it has not seen (the PHD IG identifier is the key, so stored records
+downloaded twice are stored once) and, in the same transaction, enqueues their signed transaction
+Bundle for every uplink. Observations that were new are announced to ``on_observation`` (the
+sensor manager resolves measure-on-demand waiters with them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.ble.manager import ObservationEvent
+from gateway.fhir.bundle import transaction_bundle
+from gateway.fhir.device import GatewayInfo, SensorInfo, gateway_device, sensor_device
+from gateway.fhir.observation import MappingContext, PatientRef, map_measurements
+from gateway.store.models import ObservationRecord, TopicKind
+
+if TYPE_CHECKING:
+    from gateway.ble.session import SessionStatus
+    from gateway.fhir.resource import MappedResource
+    from gateway.ieee11073.measurement import Measurement
+    from gateway.profiles import DeviceProfile
+    from gateway.store.aio import AsyncStore
+
+log = logging.getLogger(__name__)
+
+LOINC_SYSTEM = "http://loinc.org"
+MDC_SYSTEM = "urn:iso:std:iso:11073:10101"
+SYSTEM_ID_KEY = "system_id"
+
+
+def observation_codes(resource: Mapping[str, Any]) -> tuple[str, ...]:
+    """LOINC codes first, then MDC codes, of an Observation's ``code``."""
+    codings = resource.get("code", {}).get("coding", [])
+    loinc = [c["code"] for c in codings if c.get("system") == LOINC_SYSTEM]
+    mdc = [c["code"] for c in codings if c.get("system") == MDC_SYSTEM]
+    return (*loinc, *mdc)
+
+
+def _quantity_text(quantity: Mapping[str, Any]) -> str:
+    return f"{quantity.get('value')} {quantity.get('unit', quantity.get('code', ''))}".strip()
+
+
+def display_value(resource: Mapping[str, Any]) -> str | None:
+    """A short human text of an Observation's value ("120/80 mm[Hg]", "36.8 Cel")."""
+    if "valueQuantity" in resource:
+        return _quantity_text(resource["valueQuantity"])
+    components = [c for c in resource.get("component", []) if "valueQuantity" in c]
+    if components:
+        values = "/".join(str(c["valueQuantity"].get("value")) for c in components)
+        return f"{values} {components[0]['valueQuantity'].get('unit', '')}".strip()
+    if "dataAbsentReason" in resource:
+        codings = resource["dataAbsentReason"].get("coding", [{}])
+        return f"({codings[0].get('code', 'absent')})"
+    return None
+
+
+def _effective(resource: Mapping[str, Any], measured: bool) -> dt.datetime | None:
+    text = resource.get("effectiveDateTime")
+    if not measured or not isinstance(text, str):
+        return None
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.utcoffset() is not None else None
+
+
+@dataclass
+class Ingest:
+    """Callable sink for :class:`~gateway.ble.session.DeviceSession` measurements."""
+
+    store: AsyncStore
+    gateway: GatewayInfo
+    profiles: Mapping[str, DeviceProfile]
+    tz: dt.tzinfo = dt.UTC
+    patient: PatientRef | None = None
+    on_observation: Callable[[ObservationEvent], None] | None = None
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    latest: dict[str, str] = field(default_factory=dict)
+    """The newest value per code, as display text ("72 /min"), for the live views."""
+    _known_devices: dict[str, SensorInfo] = field(default_factory=dict)
+
+    def sensor_info(self, status: SessionStatus) -> SensorInfo:
+        profile = self.profiles.get(status.kind)
+        info = status.info
+        return SensorInfo(
+            system_id=status.system_id or status.address,
+            manufacturer=info.get("Manufacturer Name String"),
+            model=info.get("Model Number String"),
+            serial=info.get("Serial Number String"),
+            hardware_revision=info.get("Hardware Revision String"),
+            firmware_revision=info.get("Firmware Revision String"),
+            software_revision=info.get("Software Revision String"),
+            specialization=profile.specialization if profile is not None else None,
+            name=status.name,
+            bt_address=status.address if status.system_id else None,
+        )
+
+    async def _device_changed(self, status: SessionStatus, sensor: SensorInfo) -> None:
+        """Record the sensor and publish its Device when what we know of it changed."""
+        if self._known_devices.get(status.address) == sensor:
+            return
+        self._known_devices[status.address] = sensor
+        info: dict[str, Any] = dict(status.info)
+        if status.system_id:
+            info[SYSTEM_ID_KEY] = status.system_id
+        await self.store.upsert_device(status.address, status.kind, status.name, info)
+        devices = [gateway_device(self.gateway), sensor_device(sensor)]
+        # A fresh id: the same Device may be published again when what we know of it changes.
+        bundle = transaction_bundle(devices, bundle_id=str(uuid.uuid4()), timestamp=self.clock())
+        await self.store.enqueue_bundle(TopicKind.DEVICES, bundle)
+
+    async def __call__(
+        self, status: SessionStatus, measurements: tuple[Measurement, ...], *, stored: bool
+    ) -> None:
+        sensor = self.sensor_info(status)
+        await self._device_changed(status, sensor)
+        ctx = MappingContext(sensor, self.gateway, self.clock(), self.tz, self.patient)
+        mapped = map_measurements(measurements, ctx)
+        records = [
+            ObservationRecord(
+                identifier=self._key(m),
+                code=(observation_codes(m.resource) or ("unknown",))[0],
+                device_address=status.address,
+                effective=_effective(m.resource, m.if_none_exist is not None),
+                resource=m.resource,
+            )
+            for m in mapped
+        ]
+
+        def bundle_factory(new: list[dict[str, Any]]) -> Mapping[str, Any]:
+            chosen = [m for m in mapped if m.resource in new]
+            devices = [gateway_device(self.gateway), sensor_device(sensor)]
+            return transaction_bundle([*devices, *chosen], timestamp=ctx.received_at)
+
+        new_ids = set(await self.store.add_observations(status.address, records, bundle_factory))
+        for m in mapped:
+            text = display_value(m.resource)
+            if text is not None:
+                self.latest[(observation_codes(m.resource) or ("?",))[0]] = text
+        if stored:
+            log.debug("%s: %d of %d stored records new", status.name, len(new_ids), len(mapped))
+        if self.on_observation is None:
+            return
+        for m in mapped:
+            if self._key(m) in new_ids:
+                codes = observation_codes(m.resource)
+                self.on_observation(ObservationEvent(status.address, frozenset(codes), m.resource))
+
+    @staticmethod
+    def _key(m: MappedResource) -> str:
+        """The store key: the PHD IG identifier, or the stable urn of a live reading."""
+        identifiers = m.resource.get("identifier")
+        if identifiers:
+            return str(identifiers[0]["value"])
+        return m.full_url
