@@ -78,6 +78,30 @@ class HostController(Controller):
         self.drop_all_links()
         return super().on_hci_reset_command(command)
 
+    def on_hci_le_create_connection_cancel_command(
+        self, _command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        """Core Spec Vol 4 Part E §7.8.13, which Bumble's emulated controller leaves out: with a
+        connection attempt pending, end it with an LE Connection Complete event carrying Unknown
+        Connection Identifier (after the Command Complete); with none pending, Command
+        Disallowed. Without this a gateway's connect timeout leaves the initiator busy."""
+        pending, self.pending_le_connection = self.pending_le_connection, None
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        event = hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+            connection_handle=0,
+            role=hci.Role.CENTRAL,
+            peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address,
+            connection_interval=0,
+            peripheral_latency=0,
+            supervision_timeout=0,
+            central_clock_accuracy=0,
+        )
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
 
 class HostTransport(Transport):
     """An in-memory HCI transport to a host-facing controller on the simulator's link; build a

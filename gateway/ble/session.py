@@ -19,6 +19,7 @@ import enum
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,6 +58,7 @@ BLUETOOTH_BASE_SUFFIX = "-0000-1000-8000-00805f9b34fb"
 CURRENT_TIME_UUID = full_uuid("2A2B")
 BATTERY_LEVEL_UUID = full_uuid("2A19")
 RACP_TIMEOUT_S = 30.0
+LATENCY_WINDOW = 4096
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 30.0
 
@@ -90,6 +92,8 @@ class SessionStatus:
     reconnects: int = 0
     stored_records: int = 0
     last_value_at: float | None = None
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    """Notification received → stored, for the most recent values (status page, benchmarks)."""
 
 
 class MeasurementSink(Protocol):
@@ -140,7 +144,7 @@ class DeviceSession:
         self._clock = clock
         self._client: BleakClient | None = None
         self._disconnected = asyncio.Event()
-        self._queue: asyncio.Queue[tuple[int | str, bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int | str, bytes, float]] = asyncio.Queue()
         self._reassemblers: dict[int, Reassembler[Any]] = {}
         self._racp_responses: asyncio.Queue[RecordAccessControlPoint] = asyncio.Queue()
         self._in_racp_download = False
@@ -314,7 +318,7 @@ class DeviceSession:
 
         def on_value(_char: BleakGATTCharacteristic, data: bytearray) -> None:
             self.status.notifications += 1
-            self._queue.put_nowait((key, bytes(data)))
+            self._queue.put_nowait((key, bytes(data), time.monotonic()))
 
         return on_value
 
@@ -358,9 +362,10 @@ class DeviceSession:
     async def _pump(self) -> None:
         """Decode queued notifications in arrival order and hand measurements to the sink."""
         while True:
-            key, data = await self._queue.get()
+            key, data, received = await self._queue.get()
             try:
-                await self._handle_notification(key, data)
+                if await self._handle_notification(key, data):
+                    self.status.latencies_s.append(time.monotonic() - received)
             except Exception:  # the store or mapping failed: keep the session, say it loudly
                 self.status.ingest_errors += 1
                 log.exception("%s: could not ingest a value of %s", self.status.name, key)
@@ -384,25 +389,29 @@ class DeviceSession:
             return None
         return value.observation if isinstance(value, StoredObservation) else value
 
-    async def _handle_notification(self, key: int | str, data: bytes) -> None:
+    async def _handle_notification(self, key: int | str, data: bytes) -> bool:
+        """Decode one value and hand its measurements to the sink; True when it stored any."""
         if not isinstance(key, int):
-            return  # vendor characteristics carry no measurements
+            return False  # vendor characteristics carry no measurements
         value = self._decode(key, data)
         if isinstance(value, RecordAccessControlPoint):
             if value.op_code is RacpOpCode.RESPONSE_CODE:
                 self._racp_responses.put_nowait(value)
-            return
+            return False
         if isinstance(value, BatteryLevel):
             self.status.battery = value.level
-        if isinstance(value, MeasurementSource):
-            measurements = value.measurements()
-            if measurements:
-                self.status.observations += len(measurements)
-                self.status.last_value_at = time.monotonic()
-                stored = self._in_racp_download and key == self._stored_measurement_uuid16
-                if stored:
-                    self.status.stored_records += 1
-                await self._sink(self.status, measurements, stored=stored)
+        if not isinstance(value, MeasurementSource):
+            return False
+        measurements = value.measurements()
+        if not measurements:
+            return False
+        self.status.observations += len(measurements)
+        self.status.last_value_at = time.monotonic()
+        stored = self._in_racp_download and key == self._stored_measurement_uuid16
+        if stored:
+            self.status.stored_records += 1
+        await self._sink(self.status, measurements, stored=stored)
+        return True
 
     @property
     def _stored_measurement_uuid16(self) -> int | None:
