@@ -124,7 +124,11 @@ async def test_sigkill_mid_flush_loses_nothing(tmp_path: Path, broker: Mosquitto
 
             with Store(store_path(data_dir)) as store:  # hot WAL of a killed writer: recovers
                 stats = store.outbox_stats()
-            assert 0 < stats.pending < TOTAL, "the kill was not mid-flush"
+            # Mid-flush: the broker had forwarded KILL_AFTER Bundles, yet not all were recorded
+            # as delivered (how many PUBACKs reached the store before the kill is up to timing,
+            # possibly none on a loaded machine).
+            assert stats.pending > 0, "the kill came after the flush had finished"
+            assert stats.pending + stats.delivered == TOTAL
             # The broker publishes the last will once the dead client's socket closes.
             assert await asyncio.to_thread(
                 status.wait_until, lambda p: p == [b"online", b"offline"]
