@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 DEMO_KINDS = ("ecg", "spo2", "bp", "thermo")
 REFRESH_S = 0.5
 VITALS = (
-    ("8867-4", "Heart / pulse rate"),
+    ("147842", "Heart rate (ECG)"),
+    ("149530", "Pulse rate (oximeter)"),
     ("59408-5", "SpO2"),
     ("85354-9", "Blood pressure"),
     ("8310-5", "Body temperature"),

@@ -142,7 +142,8 @@ class Ingest:
         for m in mapped:
             text = display_value(m.resource)
             if text is not None:
-                self.latest[(observation_codes(m.resource) or ("?",))[0]] = text
+                for code in observation_codes(m.resource):  # by LOINC and by MDC code
+                    self.latest[code] = text
         if stored:
             log.debug("%s: %d of %d stored records new", status.name, len(new_ids), len(mapped))
         if self.on_observation is None:
