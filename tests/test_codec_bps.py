@@ -22,6 +22,7 @@ from gateway.ieee11073.bps import (
 from gateway.ieee11073.datetime import DateTime
 from gateway.ieee11073.measurement import Condition, Measurement
 from gateway.ieee11073.numbers import SFloat, Special
+from tests.codec_checks import decodes_exactly_or_rejects, near_length
 
 # MDC codes spelled out here so that the test checks the codec's constants (DESIGN.md §4 table;
 # MDC_PRESS_CUFF = 2::19228 from IEEE 11073-10101).
@@ -523,38 +524,18 @@ def test_blood_pressure_feature_malformed(data: bytes, offset: int) -> None:
 # -- fuzzing ------------------------------------------------------------------------------------
 
 
-def _decodes_exactly_or_rejects(uuid: int, data: bytes) -> None:
-    """Hostile bytes give a value whose bytes are the input, or a DecodeError; nothing else."""
-    try:
-        value = decode(uuid, data)
-    except DecodeError as exc:
-        rejected = exc
-    else:
-        assert uuid == value.UUID
-        assert bytes(value) == data
-        return
-    assert rejected.characteristic.endswith(f"(0x{uuid:04X})")
-    assert 0 <= rejected.offset <= len(data)
-
-
-def _near_valid(flags: int) -> st.SearchStrategy[bytes]:
-    """The flags byte, then about as many bytes as the flags announce."""
-    size = _expected_length(flags) - 1
-    return st.binary(min_size=max(0, size - 2), max_size=size + 2).map(lambda b: bytes([flags]) + b)
-
-
 @pytest.mark.parametrize("uuid", [0x2A35, 0x2A36, 0x2A49])
 @settings(derandomize=True, max_examples=300)
 @given(data=st.binary(max_size=24))
 def test_fuzz_random_bytes(uuid: int, data: bytes) -> None:
-    _decodes_exactly_or_rejects(uuid, data)
+    decodes_exactly_or_rejects(uuid, data)
 
 
 @pytest.mark.parametrize("uuid", [0x2A35, 0x2A36])
 @settings(derandomize=True, max_examples=400)
-@given(data=st.integers(0, 255).flatmap(_near_valid))
+@given(data=st.integers(0, 255).flatmap(lambda f: near_length(f, _expected_length(f))))
 def test_fuzz_structured_bytes(uuid: int, data: bytes) -> None:
-    _decodes_exactly_or_rejects(uuid, data)
+    decodes_exactly_or_rejects(uuid, data)
 
 
 sfloats = st.integers(0, 0xFFFF).map(SFloat.from_raw)

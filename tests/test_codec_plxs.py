@@ -21,6 +21,7 @@ from gateway.ieee11073.plxs import (
     PlxSupportedFeatures,
     SpO2PulseRate,
 )
+from tests.codec_checks import decodes_exactly_or_rejects, near_length
 
 # MDC codes spelled out so that the test checks the codec's constants: DESIGN.md §4 table;
 # MDC_PULS_OXIM_PERF_REL 2::19376 and MDC_MODALITY_FAST/SLOW/SPOT 2::19508/19512/19516 from the
@@ -460,50 +461,31 @@ def test_impossible_time_stamp() -> None:
 # -- fuzzing ------------------------------------------------------------------------------------
 
 
-def _decodes_exactly_or_rejects(uuid: int, data: bytes) -> None:
-    """Hostile bytes give a value whose bytes are the input, or a DecodeError; nothing else."""
-    try:
-        value = decode(uuid, data)
-    except DecodeError as exc:
-        rejected = exc
-    else:
-        assert uuid == value.UUID
-        assert bytes(value) == data
-        return
-    assert rejected.characteristic.endswith(f"(0x{uuid:04X})")
-    assert 0 <= rejected.offset <= len(data)
-
-
-def _near(flags: int, length: int) -> st.SearchStrategy[bytes]:
-    """The flags byte, then about as many bytes as the flags announce."""
-    return st.binary(min_size=max(0, length - 3), max_size=length + 1).map(
-        lambda b: bytes([flags]) + b
-    )
-
-
 @pytest.mark.parametrize("uuid", [0x2A5E, 0x2A5F, 0x2A60])
 @settings(derandomize=True, max_examples=300)
 @given(data=st.binary(max_size=32))
 def test_fuzz_random_bytes(uuid: int, data: bytes) -> None:
-    _decodes_exactly_or_rejects(uuid, data)
+    decodes_exactly_or_rejects(uuid, data)
 
 
 @settings(derandomize=True, max_examples=400)
-@given(data=st.integers(0, 255).flatmap(lambda f: _near(f, _spot_length(f))))
+@given(data=st.integers(0, 255).flatmap(lambda f: near_length(f, _spot_length(f))))
 def test_fuzz_structured_spot_check(data: bytes) -> None:
-    _decodes_exactly_or_rejects(0x2A5E, data)
+    decodes_exactly_or_rejects(0x2A5E, data)
 
 
 @settings(derandomize=True, max_examples=400)
-@given(data=st.integers(0, 255).flatmap(lambda f: _near(f, _continuous_length(f))))
+@given(data=st.integers(0, 255).flatmap(lambda f: near_length(f, _continuous_length(f))))
 def test_fuzz_structured_continuous(data: bytes) -> None:
-    _decodes_exactly_or_rejects(0x2A5F, data)
+    decodes_exactly_or_rejects(0x2A5F, data)
 
 
 @settings(derandomize=True, max_examples=300)
-@given(data=st.integers(0, 255).flatmap(lambda f: _near(f, 1 + 2 * (f & 1) + 3 * (f >> 1 & 1))))
+@given(
+    data=st.integers(0, 255).flatmap(lambda f: near_length(f, 1 + 2 * (f & 1) + 3 * (f >> 1 & 1)))
+)
 def test_fuzz_structured_features(data: bytes) -> None:
-    _decodes_exactly_or_rejects(0x2A60, data)
+    decodes_exactly_or_rejects(0x2A60, data)
 
 
 sfloats = st.integers(0, 0xFFFF).map(SFloat.from_raw)
