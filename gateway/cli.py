@@ -210,8 +210,10 @@ def demo(
 
 def _register_subcommands() -> None:
     from gateway.forward.commands import register as register_forwarding
+    from gateway.rag.commands import register as register_rag
 
     register_forwarding(app)
+    register_rag(app)
 
 
 _register_subcommands()

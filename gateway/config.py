@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from gateway.errors import ConfigError
 from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
+from gateway.rag.settings import RagSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("bedside_config_file", default=None)
 
@@ -93,6 +94,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings | None = None
     https: HttpsSettings | None = None
     outbox: OutboxSettings = OutboxSettings()
+    rag: RagSettings = RagSettings()
 
     @field_validator("timezone")
     @classmethod
