@@ -9,12 +9,24 @@ In-process API::
         sim.sensors["bp"].stats        # what the sensor sent, counted by the sensor
         await sim.sensors["ecg"].disconnect()
 
-Command line: ``bedside-sim --hci tcp-server:127.0.0.1:9411 --devices ecg,spo2,bp,thermo``.
+    # several sensors of a kind: keys "ecg", "ecg-2", "ecg-3", "bp"
+    async with Simulator(parse_devices("ecg:3,bp")) as sim: ...
+
+Command line: ``bedside-sim --hci tcp-server:127.0.0.1:9411 --devices ecg,spo2,bp,thermo``
+(``--devices ecg:5,spo2:5,bp:5,thermo:5`` for five of each).
 """
 
 from firmware_sim.scenarios import Scenario, ScenarioError, builtin_names
 from firmware_sim.sensor import Sensor, SensorStats
-from firmware_sim.simulator import DEFAULT_KINDS, HostTransport, Simulator, sensor_address
+from firmware_sim.simulator import (
+    DEFAULT_KINDS,
+    HostTransport,
+    Simulator,
+    parse_devices,
+    sensor_address,
+    sensor_addresses,
+    sensor_keys,
+)
 
 __all__ = [
     "DEFAULT_KINDS",
@@ -25,5 +37,8 @@ __all__ = [
     "SensorStats",
     "Simulator",
     "builtin_names",
+    "parse_devices",
     "sensor_address",
+    "sensor_addresses",
+    "sensor_keys",
 ]

@@ -14,9 +14,25 @@
   what a real device has; Bumble could run several advertising sets on one controller, but they
   would share one GATT server, which no real sensor does).
 
-``--hci-role`` overrides the guess made from the scheme. The command prints one line per sensor
-(kind, name, address) — preceded by ``hci<TAB>tcp-server<TAB>PORT`` when ``tcp-server:HOST:0`` let
-the OS choose the port — and runs until SIGINT or SIGTERM, then exits 0.
+``--hci-role`` overrides the guess made from the scheme.
+
+``--devices`` lists sensor kinds, each optionally with a count: ``ecg,spo2,bp,thermo`` (one of
+each), ``ecg:5,spo2:5,bp:5,thermo:5`` (twenty sensors). The first sensor of a kind is called by the
+kind, the further ones ``ecg-2``, ``ecg-3``, … (``firmware_sim.simulator.sensor_keys``). A bad list
+(``ecg:0``, ``glucose``) ends the command with exit status 2 and one line on stderr.
+
+The command prints one line per sensor (key, name, address, tab-separated) — preceded by
+``hci<TAB>tcp-server<TAB>PORT`` when ``tcp-server:HOST:0`` let the OS choose the port — and runs
+until SIGINT or SIGTERM, then exits 0. Statistics: SIGUSR1 (handled before the first line is
+printed) makes it print one JSON line::
+
+    {"event": "stats", "final": false, "sim_time_s": 12.5,
+     "sensors": {"ecg": {"kind": "ecg", "name": "Bedside ECG 1C83", "address": "…",
+                         "connected": true, "stats": {…SensorStats.snapshot()…}}, …}}
+
+and with ``--stats`` it prints the same line with ``"final": true`` on exit, after every sensor
+stopped, so the counts are complete (``notifications`` and ``indications`` count only what was
+sent to a subscribed central; an indication counts once confirmed).
 """
 
 from __future__ import annotations
@@ -24,11 +40,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 from bumble.transport import open_transport
@@ -37,7 +54,7 @@ from bumble.transport.common import Transport
 from firmware_sim.devices import KINDS
 from firmware_sim.scenarios import ScenarioError
 from firmware_sim.scenarios import load as load_scenario
-from firmware_sim.simulator import DEFAULT_KINDS, Simulator
+from firmware_sim.simulator import DEFAULT_KINDS, Simulator, parse_devices, sensor_keys
 
 logger = logging.getLogger("firmware_sim")
 
@@ -45,12 +62,28 @@ logger = logging.getLogger("firmware_sim")
 HOST_FACING_SCHEMES: Final = frozenset({"tcp-server", "ws-server", "unix-server", "pty", "vhci"})
 DEFAULT_HCI: Final = "tcp-server:127.0.0.1:9411"
 EXIT_USAGE: Final = 2
+STATS_EVENT: Final = "stats"
+EPILOG: Final = """\
+devices:
+  Comma-separated kinds, each with an optional count:
+    --devices ecg,spo2,bp,thermo            one of each (the default)
+    --devices ecg:5,spo2:5,bp:5,thermo:5    five of each, twenty sensors
+  Further sensors of a kind are called ecg-2, ecg-3, ... in the lines printed
+  at start; each has its own address, name, System ID and serial number.
+
+output:
+  One line per sensor (key, name, address; tab-separated) once the radio is
+  up. SIGUSR1 prints a JSON line of per-sensor statistics; --stats prints a
+  final one on exit.
+"""
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bedside-sim",
         description="Simulated Bluetooth LE medical sensors (ECG, SpO2, BP, thermometer).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--hci",
@@ -67,7 +100,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--devices",
         default=",".join(DEFAULT_KINDS),
-        help="comma-separated sensor kinds (default: %(default)s)",
+        metavar="KIND[:COUNT],...",
+        help=f"sensor kinds ({', '.join(KINDS)}), each with an optional count, e.g. "
+        "ecg:5,spo2:5,bp:5,thermo:5 (default: %(default)s)",
     )
     parser.add_argument("--scenario", default="normal", help="built-in name or TOML file")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -77,6 +112,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="override a scenario key, e.g. --set bp.interval_s=10 (value in TOML syntax)",
+    )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="on exit, print a JSON line of per-sensor statistics (SIGUSR1 prints one any time)",
     )
     parser.add_argument(
         "--log-level",
@@ -106,8 +146,32 @@ def hci_role(spec: str, forced: str) -> str:
     return "host" if scheme in HOST_FACING_SCHEMES else "controller"
 
 
+def stats_report(sim: Simulator, *, final: bool) -> dict[str, Any]:
+    """What ``SIGUSR1`` and ``--stats`` print: every sensor's ``SensorStats`` by key."""
+    sensors = list(sim.sensors.values())
+    return {
+        "event": STATS_EVENT,
+        "final": final,
+        "sim_time_s": round(sensors[0].sim_time(), 3) if sensors else 0.0,
+        "sensors": {
+            key: {
+                "kind": sensor.kind,
+                "name": sensor.name,
+                "address": sensor.address,
+                "connected": sensor.connected,
+                "stats": sensor.stats.snapshot(),
+            }
+            for key, sensor in sim.sensors.items()
+        },
+    }
+
+
+def _print_stats(sim: Simulator, *, final: bool) -> None:
+    print(json.dumps(stats_report(sim, final=final)), flush=True)
+
+
 async def run(args: argparse.Namespace) -> int:
-    kinds = [k.strip() for k in args.devices.split(",") if k.strip()]
+    kinds = parse_devices(args.devices)
     specs = args.hci or [DEFAULT_HCI]
     roles = {hci_role(spec, args.hci_role) for spec in specs}
     if len(roles) > 1:
@@ -125,30 +189,31 @@ async def run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     overrides = dict(parse_override(text) for text in args.set)
-    unknown = [kind for kind in kinds if kind not in KINDS]
-    if unknown:
-        raise ValueError(
-            f"unknown sensor kind(s) {', '.join(unknown)}; expected some of {', '.join(KINDS)}"
-        )
     load_scenario(args.scenario, overrides)  # fail on a bad scenario before opening anything
 
     transports: list[Transport] = []
     try:
         for spec in specs:  # one by one, so that those already open are closed on failure
             transports.append(await open_transport(spec))  # noqa: PERF401
-        controllers = dict(zip(kinds, transports, strict=True)) if role == "controller" else {}
+        keys = sensor_keys(kinds)
+        controllers = dict(zip(keys, transports, strict=True)) if role == "controller" else {}
         simulator = Simulator(
             kinds, args.scenario, seed=args.seed, overrides=overrides, controllers=controllers
         )
-        async with simulator as sim:
-            if role == "host":
-                sim.attach_host_transport(transports[0])
-                port = _bound_port(transports[0])
-                if port is not None and specs[0].endswith(":0"):  # the OS chose the port
-                    print(f"hci\ttcp-server\t{port}", flush=True)
-            for kind, sensor in sim.sensors.items():
-                print(f"{kind}\t{sensor.name}\t{sensor.address}", flush=True)
-            await _wait_for_signal()
+        # From here to the final statistics, SIGINT/SIGTERM ask for a clean stop (a second one
+        # while stopping changes nothing; the stop is bounded) and SIGUSR1 prints statistics.
+        with _signal_handlers(lambda: _print_stats(simulator, final=False)) as stop:
+            async with simulator as sim:
+                if role == "host":
+                    sim.attach_host_transport(transports[0])
+                    port = _bound_port(transports[0])
+                    if port is not None and specs[0].endswith(":0"):  # the OS chose the port
+                        print(f"hci\ttcp-server\t{port}", flush=True)
+                for key, sensor in sim.sensors.items():
+                    print(f"{key}\t{sensor.name}\t{sensor.address}", flush=True)
+                await stop.wait()
+            if args.stats:  # every sensor has stopped: the counts are final
+                _print_stats(simulator, final=True)
     finally:
         for transport in transports:
             await close_transport(transport)
@@ -173,15 +238,18 @@ def _bound_port(transport: Transport) -> int | None:
     return None
 
 
-async def _wait_for_signal() -> None:
+@contextlib.contextmanager
+def _signal_handlers(on_usr1: Callable[[], None]) -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM; SIGUSR1 calls ``on_usr1`` meanwhile."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1)
     try:
-        await stop.wait()
+        yield stop
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
 
 

@@ -59,6 +59,9 @@ AD_APPEARANCE: Final = 0x19
 AD_FLAGS_LE_GENERAL_NO_BREDR: Final = 0x06
 LEGACY_ADVERTISING_MAX: Final = 31
 
+NAME_SUFFIX_DIGITS: Final = 4  # "Bedside BP 1C83": the address's last four hex digits
+SERIAL_SUFFIX_DIGITS: Final = 6  # "BS-BP300-A41C83": its last six
+
 BOOT_OFFSET: Final = dt.timedelta(hours=4)  # the unset clock has been running for a while
 DISCONNECT_TIMEOUT_S: Final = 2.0
 MAX_CATCH_UP_INTERVALS: Final = 5
@@ -173,7 +176,8 @@ class Sensor(abc.ABC):
     ) -> None:
         self.kind = self.KIND
         self.address = context.address
-        self.name = f"Bedside {self.LABEL} {context.address.replace(':', '')[-4:]}"
+        suffix = context.address.replace(":", "")[-NAME_SUFFIX_DIGITS:]
+        self.name = f"Bedside {self.LABEL} {suffix}"
         self.stats = SensorStats()
         self.scenario = context.scenario
         self.timeline = context.timeline
@@ -309,7 +313,7 @@ class Sensor(abc.ABC):
     def _device_information_service(self) -> gatt.Service:
         read = gatt.Characteristic.Properties.READ
         address = bytes.fromhex(self.address.replace(":", ""))
-        serial = f"{self.MODEL}-{address.hex().upper()[-6:]}"
+        serial = f"{self.MODEL}-{address.hex().upper()[-SERIAL_SUFFIX_DIGITS:]}"
         values = (
             (ch.MANUFACTURER_NAME, MANUFACTURER.encode()),
             (ch.MODEL_NUMBER, self.MODEL.encode()),

@@ -8,6 +8,14 @@ transport (``.source``/``.sink``) for a Bumble ``Host``/``Device`` in the same p
 ``tcp-server:…``). A sensor may also run on a real controller (``controllers={"bp": transport}``):
 then it advertises over the air and its virtual twin is not created.
 
+Several sensors of one kind: list the kind as often as wanted (``["bp", "bp", "ecg"]``, or
+``parse_devices("bp:2,ecg")``, the CLI's ``--devices`` syntax). ``sim.sensors`` keys the first
+sensor of a kind by the kind (``"bp"``) and the further ones ``"bp-2"``, ``"bp-3"``, … in list order
+(:func:`sensor_keys`); ``controllers`` uses the same keys. Every sensor gets its own controller, a
+distinct deterministic address (:func:`sensor_addresses`; the first of a kind keeps
+``sensor_address(seed, kind)``), and from it a distinct name within its kind ("Bedside BP 1C83"),
+System ID and serial number.
+
 Usage::
 
     async with Simulator(["ecg", "spo2", "bp", "thermo"], scenario="normal", seed=1) as sim:
@@ -37,21 +45,106 @@ from bumble.utils import AsyncRunner
 from firmware_sim import scenarios
 from firmware_sim.devices import KINDS
 from firmware_sim.scenarios import Scenario, Timeline
-from firmware_sim.sensor import Sensor, SensorContext
+from firmware_sim.sensor import NAME_SUFFIX_DIGITS, Sensor, SensorContext
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_KINDS: Final = ("ecg", "spo2", "bp", "thermo")
 BUMBLE_DRAIN_TIMEOUT_S: Final = 2.0
 STATIC_ADDRESS_MARK: Final = 0xC0  # random static: the two most significant bits are 1
+MAX_SENSORS: Final = 100  # one virtual radio; far beyond what a bedside gateway connects to
+INSTANCE_SEPARATOR: Final = "-"  # "bp-2": the second blood-pressure cuff
+COUNT_SEPARATOR: Final = ":"  # "bp:5" in a device list: five cuffs
 
 
-def sensor_address(seed: int, kind: str) -> str:
-    """A deterministic random static address (Core Vol 6 Part B §1.3.2.1) for a sensor."""
-    rng = random.Random(f"{seed}:address:{kind}")  # noqa: S311 - an address, not a secret
+def sensor_address(seed: int, key: str) -> str:
+    """A deterministic random static address (Core Vol 6 Part B §1.3.2.1) for the sensor ``key``
+    (a kind such as ``"bp"`` for the first sensor of that kind, ``"bp-2"`` for the second)."""
+    rng = random.Random(f"{seed}:address:{key}")  # noqa: S311 - an address, not a secret
     octets = bytearray(rng.randbytes(6))
     octets[0] |= STATIC_ADDRESS_MARK
     return ":".join(f"{b:02X}" for b in octets)
+
+
+def sensor_keys(kinds: Sequence[str]) -> list[str]:
+    """The ``sim.sensors`` key of each entry: the kind for its first occurrence, then
+    ``kind-2``, ``kind-3``, … (``["bp", "ecg", "bp"]`` → ``["bp", "ecg", "bp-2"]``)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for kind in kinds:
+        seen[kind] = seen.get(kind, 0) + 1
+        keys.append(kind if seen[kind] == 1 else f"{kind}{INSTANCE_SEPARATOR}{seen[kind]}")
+    return keys
+
+
+def sensor_addresses(seed: int, kinds: Sequence[str]) -> dict[str, str]:
+    """Key → address for the sensors of ``kinds`` (keys as :func:`sensor_keys`).
+
+    Every address is distinct, and within a kind so are the last four hex digits that end the
+    sensor's name. The first sensor of each kind gets ``sensor_address(seed, kind)`` (a clash
+    among those would need two equal 46-bit random numbers); a later one whose address clashes is
+    derived again from ``"<key>#<attempt>"``.
+    """
+    keys = sensor_keys(kinds)
+    firsts = [(key, kind) for key, kind in zip(keys, kinds, strict=True) if key == kind]
+    others = [(key, kind) for key, kind in zip(keys, kinds, strict=True) if key != kind]
+    used: set[str] = set()
+    suffixes: set[tuple[str, str]] = set()
+    chosen: dict[str, str] = {}
+    for key, kind in firsts + others:
+        address = sensor_address(seed, key)
+        attempt = 0
+        while address in used or (kind, _name_suffix(address)) in suffixes:
+            attempt += 1
+            address = sensor_address(seed, f"{key}#{attempt}")
+        used.add(address)
+        suffixes.add((kind, _name_suffix(address)))
+        chosen[key] = address
+    return {key: chosen[key] for key in keys}
+
+
+def _name_suffix(address: str) -> str:
+    return address.replace(":", "")[-NAME_SUFFIX_DIGITS:]
+
+
+def parse_devices(text: str) -> list[str]:
+    """A device list as ``--devices`` takes it: comma-separated kinds, each optionally with a
+    count (``"ecg:5,spo2:5,bp,thermo"``); returns the kinds, repeated (``["ecg", "ecg", …]``).
+
+    Raises ValueError naming the bad entry.
+    """
+    kinds: list[str] = []
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]  # "ecg," is fine
+    if not entries:
+        raise ValueError(f"device list {text!r}: no sensor kinds given")
+    for entry in entries:
+        kind, sep, count_text = (part.strip() for part in entry.partition(COUNT_SEPARATOR))
+        if not kind:
+            raise ValueError(f"device {entry!r}: no sensor kind before {COUNT_SEPARATOR!r}")
+        count = 1
+        if sep:
+            if not (count_text.isdigit() and 1 <= int(count_text) <= MAX_SENSORS):
+                raise ValueError(
+                    f"device {entry!r}: the count after {COUNT_SEPARATOR!r} must be a whole "
+                    f"number from 1 to {MAX_SENSORS}, e.g. {kind}{COUNT_SEPARATOR}5"
+                )
+            count = int(count_text)
+        kinds.extend([kind] * count)
+    check_kinds(kinds)
+    return kinds
+
+
+def check_kinds(kinds: Sequence[str]) -> None:
+    """Raise ValueError for an empty list, an unknown kind or more than MAX_SENSORS sensors."""
+    if not kinds:
+        raise ValueError(f"no sensor kinds given; expected some of {', '.join(KINDS)}")
+    unknown = sorted({k for k in kinds if k not in KINDS}, key=list(kinds).index)
+    if unknown:
+        raise ValueError(
+            f"unknown sensor kind(s) {', '.join(unknown)}; expected some of {', '.join(KINDS)}"
+        )
+    if len(kinds) > MAX_SENSORS:
+        raise ValueError(f"{len(kinds)} sensors: at most {MAX_SENSORS} on one virtual radio")
 
 
 class HostController(Controller):
@@ -133,16 +226,14 @@ class Simulator:
         overrides: Mapping[str, object] | None = None,
         controllers: Mapping[str, Transport] | None = None,
     ) -> None:
-        unknown = [k for k in kinds if k not in KINDS]
-        if unknown:
-            raise ValueError(
-                f"unknown sensor kind(s) {', '.join(unknown)}; expected some of {', '.join(KINDS)}"
-            )
-        if len(set(kinds)) != len(kinds):
-            raise ValueError(f"each sensor kind at most once, got {', '.join(kinds)}")
-        stray = set(controllers or {}) - set(kinds)
+        check_kinds(kinds)
+        keys = sensor_keys(kinds)
+        stray = sorted(set(controllers or {}) - set(keys))
         if stray:
-            raise ValueError(f"controllers given for kinds not simulated: {', '.join(stray)}")
+            raise ValueError(
+                f"controllers given for sensors not simulated: {', '.join(stray)} "
+                f"(sensors: {', '.join(keys)})"
+            )
         if isinstance(scenario, Scenario):
             data = scenario.model_dump()
             for key, value in (overrides or {}).items():
@@ -151,8 +242,10 @@ class Simulator:
         else:
             self.scenario = scenarios.load(scenario, overrides)
         self.kinds = tuple(kinds)
+        self.keys = tuple(keys)
         self.seed = seed
         self.sensors: dict[str, Sensor] = {}
+        """Key (``"bp"``, ``"bp-2"``, …; see :func:`sensor_keys`) → sensor, in ``kinds`` order."""
         self.link = LocalLink()  # type: ignore[no-untyped-call]  # Bumble leaves it unannotated
         self._controllers = dict(controllers or {})
         self._hosts: list[HostTransport] = []
@@ -178,21 +271,22 @@ class Simulator:
         loop = asyncio.get_running_loop()
         timeline = Timeline(self.scenario)
         start_time = loop.time()
-        for index, kind in enumerate(self.kinds):
+        addresses = sensor_addresses(self.seed, self.kinds)
+        for index, (key, kind) in enumerate(zip(self.keys, self.kinds, strict=True)):
             context = SensorContext(
                 index=index,
                 seed=self.seed,
                 scenario=self.scenario,
                 timeline=timeline,
-                address=sensor_address(self.seed, kind),
+                address=addresses[key],
                 start_time=start_time,
             )
-            transport = self._controllers.get(kind)
+            transport = self._controllers.get(key)
             if transport is not None:
-                self.sensors[kind] = KINDS[kind](context, transport.source, transport.sink)
+                self.sensors[key] = KINDS[kind](context, transport.source, transport.sink)
             else:
-                controller = Controller(f"{kind} controller", link=self.link)
-                self.sensors[kind] = KINDS[kind](context, controller, AsyncPipeSink(controller))
+                controller = Controller(f"{key} controller", link=self.link)
+                self.sensors[key] = KINDS[kind](context, controller, AsyncPipeSink(controller))
         try:
             await asyncio.gather(*(sensor.start() for sensor in self.sensors.values()))
         except BaseException:

@@ -670,11 +670,10 @@ async def test_faults_scenario_counts_what_it_injects() -> None:
 
 
 # -- API edges -----------------------------------------------------------------------------------
-def test_unknown_and_duplicate_kinds_are_rejected() -> None:
+def test_unknown_kinds_are_rejected_and_repeated_kinds_become_instances() -> None:
     with pytest.raises(ValueError, match="unknown sensor kind"):
         Simulator(["ecg", "glucose"])
-    with pytest.raises(ValueError, match="at most once"):
-        Simulator(["ecg", "ecg"])
+    assert Simulator(["ecg", "ecg"]).keys == ("ecg", "ecg-2")  # tests/test_sim_many.py
 
 
 async def test_overrides_on_a_scenario_object_and_clean_exit_without_hosts() -> None:
