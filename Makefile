@@ -50,7 +50,8 @@ pytest: install sysdeps
 test: lint typecheck pytest
 
 bench: install
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev,embedded,bench]'
+	@for b in bench/*.py; do echo "== $$b" >&2; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,225 @@
+"""The consultations API (issue 5 item 5), registered through :func:`build_app`'s ``setup``::
+
+    app = build_app(token=token, engine=engine, setup=[setup_consultations(service)])
+
+- ``POST /api/consultations`` ``{"require": ["8867-4", ...]}`` (body optional) → 201 ``{"id",
+  "status", "require"}``;
+- ``GET /api/consultations`` → ``{"data": [{"id", "status", "busy", "created"}...]}``;
+- ``POST /api/consultations/{id}/messages`` ``{"content": "..."}`` → ``text/event-stream``: one
+  server-sent event per consultation event (``event: token`` / ``observation_requested`` /
+  ``observation`` / ``observation_unavailable`` / ``done``, ``data:`` its JSON); a failure after
+  the stream started is an ``event: error`` with the JSON error body;
+- ``GET /api/consultations/{id}`` → the record: messages, Observations (resources included),
+  usage, and the signed draft once closed;
+- ``POST /api/consultations/{id}/close`` → the signed draft Bundle (``application/fhir+json``).
+
+Errors are JSON in the shape of every route here (``{"error": {"message", "type", "param",
+"code"}}``): 400 bad body, 404 unknown consultation, 409 closed or busy (a message while one is
+streaming, or closing then; a conversation longer than the model's context), 503 assistant not
+running, 504 timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.assistant.consultation import (
+    ConsultationBusyError,
+    ConsultationClosedError,
+    ConsultationError,
+    ConsultationFullError,
+    ConsultationInputError,
+    ConsultationNotFoundError,
+    ConsultationService,
+    ReportError,
+)
+from gateway.assistant.errors import EngineClosedError, EngineError, EngineTimeoutError
+from gateway.fhir import jsonio
+from gateway.web.openai_api import SSE_HEADERS, ApiError, error_body
+
+log = logging.getLogger(__name__)
+
+CONSULTATIONS: Final = web.AppKey("consultations", ConsultationService)
+FHIR_JSON: Final = "application/fhir+json"
+ID_PATTERN: Final = "{id}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateBody(_Strict):
+    require: list[str] = Field(default_factory=list)
+
+
+class MessageBody(_Strict):
+    content: str = Field(min_length=1)
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+    )
+    return ApiError(400, message, param=param)
+
+
+async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    raw = await request.read()
+    if optional and not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+def api_error(exc: Exception) -> ApiError:
+    """The HTTP error for a consultation or engine error."""
+    if isinstance(exc, ConsultationNotFoundError):
+        return ApiError(404, str(exc), code="consultation_not_found")
+    if isinstance(exc, ConsultationClosedError):
+        return ApiError(409, str(exc), code="consultation_closed")
+    if isinstance(exc, ConsultationBusyError):
+        return ApiError(409, str(exc), code="consultation_busy")
+    if isinstance(exc, ConsultationFullError):
+        return ApiError(409, str(exc), code="consultation_full")
+    if isinstance(exc, ConsultationInputError):
+        return ApiError(400, str(exc), code="invalid_consultation_request")
+    cause = exc.__cause__ if isinstance(exc, ReportError) else exc
+    if isinstance(cause, EngineTimeoutError):
+        return ApiError(504, str(exc), code="timeout")
+    if isinstance(cause, EngineClosedError):
+        return ApiError(503, f"the assistant is not available: {exc}")
+    return ApiError(500, str(exc), code="consultation_failed")
+
+
+def _service(request: web.Request) -> ConsultationService:
+    service = request.app[CONSULTATIONS]
+    if not service.engine.running:
+        raise ApiError(503, "the assistant is not running on this gateway")
+    return service
+
+
+def _json(
+    data: Mapping[str, Any], status: int = 200, content_type: str = "application/json"
+) -> web.Response:
+    return web.Response(
+        text=jsonio.dumps(data),
+        status=status,
+        content_type=content_type,
+        charset="utf-8",
+    )
+
+
+async def create_consultation(request: web.Request) -> web.Response:
+    service = _service(request)
+    try:
+        body = CreateBody.model_validate(await _body(request, optional=True))
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    try:
+        consultation = service.create(body.require)
+    except ConsultationError as exc:
+        raise api_error(exc) from exc
+    return _json(
+        {
+            "id": consultation.id,
+            "status": consultation.status,
+            "require": list(consultation.require),
+        },
+        status=201,
+    )
+
+
+async def list_consultations(request: web.Request) -> web.Response:
+    service = request.app[CONSULTATIONS]
+    return _json(
+        {
+            "data": [
+                {
+                    "id": c.id,
+                    "status": c.status,
+                    "busy": c.busy,
+                    "created": c.snapshot()["created"],
+                }
+                for c in service.consultations()
+            ]
+        }
+    )
+
+
+async def get_consultation(request: web.Request) -> web.Response:
+    service = request.app[CONSULTATIONS]
+    try:
+        record = await service.snapshot(request.match_info["id"])
+    except ConsultationError as exc:
+        raise api_error(exc) from exc
+    return _json(record)
+
+
+def _sse(name: str, data: Mapping[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {jsonio.dumps(data)}\n\n".encode()
+
+
+async def post_message(request: web.Request) -> web.StreamResponse:
+    service = _service(request)
+    try:
+        body = MessageBody.model_validate(await _body(request))
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    try:
+        reply = await service.send(request.match_info["id"], body.content)
+    except ConsultationError as exc:
+        raise api_error(exc) from exc
+    async with reply:
+        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        await response.prepare(request)
+        try:
+            async for event in reply:
+                await response.write(_sse(event.name, event.data()))
+        except (ConsultationError, EngineError) as exc:
+            # Headers are sent: report in the stream.
+            error = api_error(exc)
+            log.info("consultation %s: reply failed: %s", request.match_info["id"], exc)
+            await response.write(
+                _sse("error", error_body(error.status, error.message, code=error.code))
+            )
+        except ConnectionResetError:
+            log.debug("client went away during a consultation reply; the reply is cancelled")
+            return response
+        await response.write_eof()
+    return response
+
+
+async def close_consultation(request: web.Request) -> web.Response:
+    service = _service(request)
+    try:
+        bundle = await service.close(request.match_info["id"])
+    except ConsultationError as exc:
+        raise api_error(exc) from exc
+    return _json(bundle, content_type=FHIR_JSON)
+
+
+def setup_consultations(service: ConsultationService) -> Callable[[web.Application], None]:
+    """The ``setup`` callback for :func:`gateway.web.app.build_app` that adds these routes."""
+
+    def setup(app: web.Application) -> None:
+        app[CONSULTATIONS] = service
+        app.router.add_post("/api/consultations", create_consultation)
+        app.router.add_get("/api/consultations", list_consultations)
+        app.router.add_get(f"/api/consultations/{ID_PATTERN}", get_consultation)
+        app.router.add_post(f"/api/consultations/{ID_PATTERN}/messages", post_message)
+        app.router.add_post(f"/api/consultations/{ID_PATTERN}/close", close_consultation)
+
+    return setup

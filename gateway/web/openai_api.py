@@ -1,0 +1,582 @@
+"""The OpenAI-compatible API: ``GET /v1/models``, ``GET /v1/models/{id}``,
+``POST /v1/chat/completions`` (streamed as server-sent events, or not) and ``POST /v1/embeddings``.
+
+The official ``openai`` client works against it unchanged (``base_url=http://host:port/v1``,
+``api_key`` = the gateway's bearer token). Chat messages are put in the Gemma 3 turn format
+(:func:`gateway.assistant.chatformat.format_gemma3`) and run on the engine; a conversation that
+grows turn by turn reuses the KV cache of its common prefix (``usage.prompt_tokens_details.
+cached_tokens`` says how many prompt tokens came from it).
+
+Supported request fields: ``model``, ``messages`` (text content), ``stream``,
+``stream_options.include_usage``, ``max_tokens`` / ``max_completion_tokens``, ``temperature``,
+``top_p``, ``stop`` (up to 4), ``seed``, ``presence_penalty``, ``frequency_penalty``,
+``response_format`` ``text`` or ``json_object`` (grammar-constrained JSON), ``n`` = 1; ``user``,
+``metadata``, ``store``, ``service_tier`` and ``parallel_tool_calls`` are accepted and ignored.
+Anything else (tools, logprobs, logit_bias, images, n > 1) is a 400 naming the parameter.
+Every error has OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+
+import numpy as np
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.assistant.chatformat import format_gemma3
+from gateway.assistant.engine import Engine, Finished, StreamEvent, TextPiece
+from gateway.assistant.errors import (
+    ChatFormatError,
+    EngineClosedError,
+    EngineError,
+    EngineTimeoutError,
+    PromptError,
+)
+from gateway.web import EMBEDDINGS, ENGINE, STARTED_AT
+
+log = logging.getLogger(__name__)
+
+OWNER: Final = "bedside"
+MAX_STOP_STRINGS: Final = 4  # OpenAI API reference: "Up to 4 sequences"
+MAX_EMBEDDING_INPUTS: Final = 2048  # OpenAI API reference: "must not exceed ... 2048 dimensions"
+DEFAULT_TEMPERATURE: Final = 1.0  # OpenAI API reference default
+DEFAULT_TOP_P: Final = 1.0
+SEED_MODULUS: Final = 0xFFFFFFFF  # llama.cpp seeds are u32 below LLAMA_DEFAULT_SEED
+SSE_HEADERS: Final = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+ERROR_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    500: "server_error",
+    503: "server_error",
+    504: "timeout",
+}
+FINISH_REASONS: Final = {"stop": "stop", "length": "length"}
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def error_body(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": ERROR_TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """A JSON error in OpenAI's shape."""
+    return web.json_response(
+        error_body(status, message, param=param, code=code),
+        status=status,
+        headers=headers,
+        dumps=_dumps,
+    )
+
+
+class ApiError(Exception):
+    """Raised by handlers; the app's error middleware answers with :meth:`response`."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.message, param=self.param, code=self.code)
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+    )
+    return ApiError(400, message, param=param)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # HTTPRequestEntityTooLarge past client_max_size → 413
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+def _engine_error(exc: EngineError) -> ApiError:
+    if isinstance(exc, PromptError):
+        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, EngineTimeoutError):
+        return ApiError(504, str(exc), code="timeout")
+    if isinstance(exc, EngineClosedError):
+        return ApiError(503, f"the assistant is not available: {exc}")
+    return ApiError(500, str(exc))
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+def _running_engine(app: web.Application) -> Engine | None:
+    engine = app[ENGINE]
+    return engine if engine is not None and engine.running else None
+
+
+def _model_cards(app: web.Application) -> list[dict[str, Any]]:
+    cards: list[dict[str, Any]] = []
+    engine = _running_engine(app)
+    if engine is not None:
+        info = engine.model_info
+        try:
+            created = int(info.file.stat().st_mtime)
+        except OSError:
+            created = int(app[STARTED_AT])
+        cards.append({"id": info.name, "object": "model", "created": created, "owned_by": OWNER})
+    embeddings = app[EMBEDDINGS]
+    if embeddings is not None:
+        cards.append(
+            {
+                "id": embeddings.name,
+                "object": "model",
+                "created": int(app[STARTED_AT]),
+                "owned_by": OWNER,
+            }
+        )
+    return cards
+
+
+def _model_not_found(name: str, cards: Sequence[dict[str, Any]]) -> ApiError:
+    known = ", ".join(card["id"] for card in cards) or "none"
+    return ApiError(
+        404,
+        f"the model {name!r} does not exist here; available: {known}",
+        param="model",
+        code="model_not_found",
+    )
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": _model_cards(request.app)}, dumps=_dumps)
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    cards = _model_cards(request.app)
+    for card in cards:
+        if card["id"] == name:
+            return web.json_response(card, dumps=_dumps)
+    raise _model_not_found(name, cards)
+
+
+# -- chat completions ------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatMessage(_Strict):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object"]
+
+
+class ChatCompletionRequest(_Strict):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+
+
+def _unsupported(request: ChatCompletionRequest) -> ApiError | None:
+    if request.n not in {None, 1}:
+        return ApiError(400, "n: only 1 choice per request is supported", param="n")
+    if request.logprobs or request.top_logprobs:
+        return ApiError(400, "logprobs are not supported", param="logprobs")
+    if request.logit_bias:
+        return ApiError(400, "logit_bias is not supported", param="logit_bias")
+    if request.tools or request.tool_choice not in {None, "none"}:
+        return ApiError(400, "tools are not supported by this server", param="tools")
+    return None
+
+
+def _stop_strings(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > MAX_STOP_STRINGS:
+        raise ApiError(400, f"stop: at most {MAX_STOP_STRINGS} sequences", param="stop")
+    if any(not s for s in stops):
+        raise ApiError(400, "stop: sequences must not be empty", param="stop")
+    return stops
+
+
+def _message_text(index: int, message: ChatMessage) -> str:
+    content = message.content
+    if content is None:
+        raise ApiError(400, f"messages[{index}].content is required", param=f"messages.{index}")
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for part_index, part in enumerate(content):
+        kind = part.get("type")
+        text = part.get("text")
+        if kind != "text" or not isinstance(text, str):
+            raise ApiError(
+                400,
+                f"messages[{index}].content[{part_index}]: only text parts are supported "
+                f"(got type {kind!r})",
+                param=f"messages.{index}.content.{part_index}",
+            )
+        texts.append(text.strip())
+    return "".join(texts)
+
+
+def chat_prompt(messages: Sequence[ChatMessage]) -> str:
+    """The Gemma 3 prompt for OpenAI chat messages (text parts joined as Gemma's template does)."""
+    plain = [{"role": m.role, "content": _message_text(i, m)} for i, m in enumerate(messages)]
+    try:
+        return format_gemma3(plain)
+    except ChatFormatError as exc:
+        raise ApiError(400, str(exc), param="messages") from exc
+
+
+def _usage(finished: Finished) -> dict[str, Any]:
+    usage = finished.usage
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def _finish_reason(finished: Finished) -> str:
+    reason = FINISH_REASONS.get(finished.finish_reason)
+    if reason is None:  # cancelled under us: the engine is shutting down
+        raise ApiError(503, "the request was cancelled: the assistant is shutting down")
+    return reason
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    try:
+        body = ChatCompletionRequest.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    if (problem := _unsupported(body)) is not None:
+        raise problem
+    engine = request.app[ENGINE]
+    if engine is None or not engine.running:
+        raise ApiError(503, "the assistant is not running on this gateway")
+    if body.model != engine.model_info.name:
+        raise _model_not_found(body.model, _model_cards(request.app))
+    prompt = chat_prompt(body.messages)
+    options: dict[str, Any] = {
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "temperature": DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
+        "top_p": DEFAULT_TOP_P if body.top_p is None else body.top_p,
+        "presence_penalty": body.presence_penalty or 0.0,
+        "frequency_penalty": body.frequency_penalty or 0.0,
+        "stop": _stop_strings(body.stop),
+        "seed": None if body.seed is None else body.seed % SEED_MODULUS,
+    }
+    if body.response_format is not None and body.response_format.type == "json_object":
+        from llama_cpp.llama_grammar import JSON_GBNF
+
+        options["grammar"] = JSON_GBNF
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model = engine.model_info.name
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return await _stream_chat(
+            request, engine, prompt, options, completion_id, created, model, include_usage
+        )
+    async with engine.stream(prompt, **options) as generation:
+        try:
+            finished = None
+            async for event in generation:
+                if isinstance(event, Finished):
+                    finished = event
+        except EngineError as exc:
+            raise _engine_error(exc) from exc
+    if finished is None:  # pragma: no cover - the iteration always ends with Finished
+        raise ApiError(500, "the generation ended without a result")
+    return web.json_response(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": finished.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": _finish_reason(finished),
+                }
+            ],
+            "usage": _usage(finished),
+        },
+        dumps=_dumps,
+    )
+
+
+async def _stream_chat(
+    request: web.Request,
+    engine: Engine,
+    prompt: str,
+    options: dict[str, Any],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> web.StreamResponse:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+
+    async with engine.stream(prompt, **options) as generation:
+        try:  # errors before the first event are still plain JSON errors with a status
+            event = await anext(generation)
+        except EngineError as exc:
+            raise _engine_error(exc) from exc
+        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        await response.prepare(request)
+
+        def sse(data: object) -> bytes:
+            return f"data: {data if isinstance(data, str) else _dumps(data)}\n\n".encode()
+
+        try:
+            batch: list[StreamEvent] = [event]
+            frames = [sse(chunk({"role": "assistant", "content": ""}))]
+            finished = False
+            failed: EngineError | None = None
+            while True:
+                for item in batch:
+                    if isinstance(item, TextPiece):
+                        frames.append(sse(chunk({"content": item.text})))
+                        continue
+                    frames.append(sse(chunk({}, _finish_reason(item))))
+                    if include_usage:
+                        usage_chunk = chunk({}) | {"choices": [], "usage": _usage(item)}
+                        frames.append(sse(usage_chunk))
+                    finished = True
+                await response.write(b"".join(frames))  # one write per batch of events
+                if failed is not None:
+                    raise failed
+                if finished:
+                    break
+                batch = [await anext(generation)]
+                try:  # the events already here go out in the same write
+                    while generation.pending():
+                        batch.append(await anext(generation))
+                except EngineError as exc:
+                    failed = exc
+                frames = []
+        except (EngineError, ApiError) as exc:
+            # Headers are sent: report in the stream, as OpenAI does ("error" in a data event).
+            error = exc if isinstance(exc, ApiError) else _engine_error(exc)
+            body = error_body(error.status, error.message, param=error.param, code=error.code)
+            await response.write(sse(body))
+        except ConnectionResetError:
+            log.debug("client went away during a streamed completion; generation cancelled")
+            return response
+        await response.write(sse("[DONE]"))
+        await response.write_eof()
+    return response
+
+
+# -- embeddings ------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What ``/v1/embeddings`` needs: ``embed(texts) -> array (len(texts), dims)``; optionally
+    ``count_tokens(texts) -> int`` for the usage figures."""
+
+    def embed(self, texts: list[str]) -> Any: ...
+
+
+EmbedderLike = Embedder | Callable[[list[str]], Any]
+
+
+class EmbeddingService:
+    """Runs an embedder in its own thread (one at a time: models are not re-entrant)."""
+
+    def __init__(self, embedder: EmbedderLike, name: str) -> None:
+        self.name = name
+        self._embed: Callable[[list[str]], Any] = (
+            embedder.embed if isinstance(embedder, Embedder) else embedder
+        )
+        count = getattr(embedder, "count_tokens", None)
+        self._count: Callable[[list[str]], int] | None = count if callable(count) else None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+
+    def _run(self, texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
+        vectors = np.asarray(self._embed(texts), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise EngineError(
+                f"embedder {self.name!r} returned shape {vectors.shape} for {len(texts)} texts; "
+                "expected (texts, dimensions)"
+            )
+        tokens = int(self._count(texts)) if self._count is not None else 0
+        return vectors, tokens
+
+    async def embed(self, texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
+        """Vectors (float32, one row per text) and the token count (0 when unknown)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, texts)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class EmbeddingRequest(_Strict):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+def _embedding_texts(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    texts = [value] if isinstance(value, str) else value
+    if not texts:
+        raise ApiError(400, "input: give at least one text", param="input")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise ApiError(400, f"input: at most {MAX_EMBEDDING_INPUTS} texts", param="input")
+    strings: list[str] = []
+    for item in texts:
+        if not isinstance(item, str):
+            raise ApiError(400, "input: token arrays are not supported; send text", param="input")
+        if not item:
+            raise ApiError(400, "input: texts must not be empty", param="input")
+        strings.append(item)
+    return strings
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    try:
+        body = EmbeddingRequest.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    service = request.app[EMBEDDINGS]
+    if service is None:
+        raise ApiError(503, "no embedding model is configured on this gateway")
+    if body.model != service.name:
+        raise _model_not_found(body.model, _model_cards(request.app))
+    texts = _embedding_texts(body.input)
+    try:
+        vectors, tokens = await service.embed(texts)
+    except EngineError as exc:
+        raise ApiError(500, str(exc)) from exc
+    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
+        raise ApiError(
+            400,
+            f"dimensions: {body.model} produces {vectors.shape[1]}-dimensional embeddings",
+            param="dimensions",
+        )
+    data: list[dict[str, Any]] = []
+    for index, vector in enumerate(vectors):
+        encoded: str | list[float] = (
+            base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+            if body.encoding_format == "base64"
+            else [float(x) for x in vector]
+        )
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": service.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+        dumps=_dumps,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the ``/v1`` routes."""
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
