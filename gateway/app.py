@@ -8,6 +8,7 @@ watchdog. SQLite work runs in the store's own threads.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -28,10 +29,13 @@ from gateway.forward.service import Forwarding, build_signer, build_uplinks, ope
 from gateway.forward.settings import ForwardSettings
 from gateway.ingest import Ingest
 from gateway.profiles import load_profiles
+from gateway.web.auth import API_TOKEN_FILE
 
 if TYPE_CHECKING:
+    from gateway.assistant.consultation import ConsultationService
     from gateway.ble.bumble.adapter import BleakBackends
     from gateway.config import Settings
+    from gateway.forward.signing import Signer
     from gateway.profiles import DeviceProfile
     from gateway.store.aio import AsyncStore
 
@@ -114,6 +118,8 @@ class Gateway:
         self.store: AsyncStore | None = None
         self.forwarding: Forwarding | None = None
         self.ready = asyncio.Event()
+        self.consultations: ConsultationService | None = None
+        self.http_port: int | None = None
 
     async def run(
         self,
@@ -155,6 +161,13 @@ class Gateway:
                 ingest.on_observation = manager.observation_ingested
                 self.manager = manager
                 self.forwarding = Forwarding(store, uplinks, self.forward_settings.outbox)
+                if settings.http.enabled:
+                    await self._start_http(stack, store, signer, ingest, manager, patient)
+                # Everything loaded at start-up lives as long as the process: move it out of the
+                # collector's reach, or a full collection (300 ms with torch and llama.cpp
+                # loaded, measured by bench/sensors.py) stalls every session's ingest at once.
+                gc.collect()
+                gc.freeze()
                 async with asyncio.TaskGroup() as tasks:
                     self.forwarding.start(tasks)
                     tasks.create_task(manager.run(), name="ble-manager")
@@ -172,6 +185,52 @@ class Gateway:
         finally:
             sdnotify.notify("STOPPING=1")
             await store.close()
+
+    async def _start_http(
+        self,
+        stack: AsyncExitStack,
+        store: AsyncStore,
+        signer: Signer,
+        ingest: Ingest,
+        manager: SensorManager,
+        patient: PatientRef | None,
+    ) -> None:
+        """The assistant (llama.cpp worker, retrieval, consultations) behind the HTTP API."""
+        from gateway.assistant.consultation import ConsultationService, sensor_device_resolver
+        from gateway.assistant.engine import Engine
+        from gateway.rag.embedder import Embedder
+        from gateway.rag.retriever import Retriever
+        from gateway.web.app import bound_port, build_app, resolve_token, serve
+        from gateway.web.consultations import setup_consultations
+
+        settings = self.settings
+        engine = Engine(settings.assistant, data_dir=self.data_dir, progress=False)
+        await engine.start()
+        stack.push_async_callback(engine.close)
+        retriever = await stack.enter_async_context(Retriever(self.data_dir, settings.rag))
+        self.consultations = ConsultationService(
+            engine,
+            manager,
+            gateway=self.info,
+            signer=signer,
+            store=store,
+            retriever=retriever,
+            patient=patient,
+            settings=settings.consultation,
+            devices=sensor_device_resolver(manager.statuses, ingest.sensor_info),
+            codes_by_kind={kind: p.loinc for kind, p in self.profiles.items()},
+            archive_dir=self.data_dir / "consultations",
+        )
+        app = build_app(
+            token=resolve_token(settings.http, self.data_dir),
+            max_body_bytes=settings.http.max_body_bytes,
+            engine=engine,
+            embedder=Embedder.from_settings(settings.rag),
+            setup=[setup_consultations(self.consultations)],
+        )
+        runner = await serve(app, settings.http.host, settings.http.port)
+        stack.push_async_callback(runner.cleanup)
+        self.http_port = bound_port(runner)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval_s()
@@ -192,8 +251,17 @@ class Gateway:
         store = self.store
         counts = await store.observation_counts() if store is not None else {}
         outbox = await store.outbox_stats() if store is not None else {}
+        api = (
+            {
+                "url": f"http://{self.settings.http.host}:{self.http_port}",
+                "token_file": str(self.settings.http.token_file or self.data_dir / API_TOKEN_FILE),
+            }
+            if self.http_port is not None
+            else None
+        )
         return {
             "gateway_id": self.identity.gateway_id,
+            "api": api,
             "devices": [
                 {
                     "address": s.address,

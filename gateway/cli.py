@@ -106,13 +106,19 @@ def decode(
 
 
 def _overrides(
-    data_dir: Path | None, mqtt: str | None, https: str | None, **extra: Any
+    data_dir: Path | None,
+    mqtt: str | None,
+    https: str | None,
+    http_port: int | None,
+    **extra: Any,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"data_dir": data_dir, **extra}
     if mqtt is not None:
         out["mqtt"] = {"url": mqtt}
     if https is not None:
         out["https"] = {"base_url": https}
+    if http_port is not None:
+        out["http"] = {"port": http_port}
     return out
 
 
@@ -147,6 +153,10 @@ HttpsOption = Annotated[
     str | None, typer.Option("--https", help="FHIR base URL of the HTTPS uplink.")
 ]
 LogOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")]
+HttpPortOption = Annotated[
+    int | None,
+    typer.Option("--http-port", min=0, max=65535, help="HTTP API port (default 8080; 0: any)."),
+]
 
 
 @app.command()
@@ -157,6 +167,7 @@ def run(
     data_dir: DataDirOption = None,
     mqtt: MqttOption = None,
     https: HttpsOption = None,
+    http_port: HttpPortOption = None,
     log_level: LogOption = "info",
 ) -> None:
     """Run the gateway service (under systemd: Type=notify)."""
@@ -164,7 +175,7 @@ def run(
     from gateway.config import load_settings
 
     _logging(log_level)
-    settings = load_settings(config, **_overrides(data_dir, mqtt, https))
+    settings = load_settings(config, **_overrides(data_dir, mqtt, https, http_port))
     gateway = Gateway(settings)
     asyncio.run(_until_signalled(gateway.run()))
 
@@ -189,16 +200,26 @@ def demo(
     data_dir: DataDirOption = None,
     mqtt: MqttOption = None,
     https: HttpsOption = None,
+    http_port: HttpPortOption = None,
     log_level: LogOption = "warning",
 ) -> None:
-    """The simulator's four sensors and the gateway, with embedded defaults."""
+    """The simulator's four sensors and the gateway, with embedded defaults.
+
+    The HTTP API (assistant, consultations, /v1) is served while it runs; its bearer token is
+    in DATA_DIR/demo-token.
+    """
     from gateway.config import load_settings
     from gateway.demo import run_demo
 
     if headless and duration is None:
         fail("--headless needs --for SECONDS")
     _logging(log_level)
-    settings = load_settings(None, **_overrides(data_dir, mqtt, https, ble={"auto_accept": True}))
+    settings = load_settings(
+        None, **_overrides(data_dir, mqtt, https, http_port, ble={"auto_accept": True})
+    )
+    if settings.http.token_file is None:
+        http = settings.http.model_copy(update={"token_file": settings.data_dir / "demo-token"})
+        settings = settings.model_copy(update={"http": http})
     summary = asyncio.run(
         _until_signalled(
             run_demo(settings, scenario=scenario, seed=seed, duration_s=duration, headless=headless)
@@ -209,11 +230,13 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    from gateway.assistant.commands import register as register_assistant
     from gateway.forward.commands import register as register_forwarding
     from gateway.rag.commands import register as register_rag
 
     register_forwarding(app)
     register_rag(app)
+    register_assistant(app)
 
 
 _register_subcommands()

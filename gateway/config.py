@@ -23,9 +23,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway.assistant.consultation import ConsultationSettings
+from gateway.assistant.settings import AssistantSettings
 from gateway.errors import ConfigError
 from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
 from gateway.rag.settings import RagSettings
+from gateway.web.app import HttpSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("bedside_config_file", default=None)
 
@@ -95,6 +98,9 @@ class Settings(BaseSettings):
     https: HttpsSettings | None = None
     outbox: OutboxSettings = OutboxSettings()
     rag: RagSettings = RagSettings()
+    assistant: AssistantSettings = AssistantSettings()
+    consultation: ConsultationSettings = ConsultationSettings()
+    http: HttpSettings = HttpSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -67,7 +67,8 @@ async def running_gateway(
 ) -> AsyncIterator[Running]:
     """The simulator with ``kinds`` and a gateway (auto-accepting them) attached to it."""
     ble = {"auto_accept": True} | settings.pop("ble", {})
-    config = load_settings(data_dir=data_dir, ble=ble, **settings)
+    http = {"enabled": False} | settings.pop("http", {})  # the assistant only where a test asks
+    config = load_settings(data_dir=data_dir, ble=ble, http=http, **settings)
     async with Simulator(list(kinds), scenario=scenario, seed=seed, overrides=overrides) as sim:
         hci = await sim.attach_host()
         async with BumbleAdapter(hci) as adapter:

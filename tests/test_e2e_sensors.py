@@ -199,6 +199,7 @@ async def test_gateway_over_hci_tcp_against_bedside_sim(tmp_path: Path) -> None:
         settings = load_settings(
             data_dir=tmp_path,
             ble={"transport": f"hci:tcp-client:127.0.0.1:{port}", "auto_accept": True},
+            http={"enabled": False},
         )
         gateway = Gateway(settings)
         task = asyncio.create_task(gateway.run())
