@@ -370,6 +370,7 @@ class Spo2Sensor(Sensor):
 class StoredRecord:
     sequence_number: int
     value: bytes  # the Blood Pressure Measurement as it was indicated
+    time: dt.datetime  # its user-facing time (the device clock when it was taken)
 
 
 BP_FEATURES: Final = (
@@ -469,8 +470,8 @@ class BpSensor(Sensor):
             case _:
                 return ch.blood_pressure_measurement(*values, **common), corruption
 
-    def _store(self, value: bytes) -> None:
-        self.records.append(StoredRecord(self._next_sequence, value))
+    def _store(self, value: bytes, when: dt.datetime) -> None:
+        self.records.append(StoredRecord(self._next_sequence, value, when.replace(microsecond=0)))
         self._next_sequence = (self._next_sequence + 1) % (racp.SEQUENCE_NUMBER_MAX + 1)
         del self.records[:-MAX_STORED_RECORDS]
 
@@ -479,10 +480,9 @@ class BpSensor(Sensor):
         count = self._settings.stored_records
         now = self.clock.now()
         for i in range(count, 0, -1):
-            value, _ = self._encode(
-                self._bp.reading(0.0), now - dt.timedelta(hours=i), Corruption.NONE
-            )
-            self._store(value)
+            when = now - dt.timedelta(hours=i)
+            value, _ = self._encode(self._bp.reading(0.0), when, Corruption.NONE)
+            self._store(value, when)
 
     async def _measurement_loop(self) -> None:
         interval = self._settings.interval_s
@@ -517,7 +517,7 @@ class BpSensor(Sensor):
             await asyncio.sleep(max(0.0, start + settings.cycle_s - self._loop.time()))
             when = self.clock.now()
             clean, _ = self._encode(target, when, Corruption.NONE)
-            self._store(clean)  # the record keeps the clean value; faults happen on the air
+            self._store(clean, when)  # the record keeps the clean value; faults happen on air
             self.stats.measurements += 1
             await self.send_measurement(
                 self.measurement,
@@ -571,7 +571,9 @@ class BpSensor(Sensor):
 
     async def _racp_run(self, request: racp.Request) -> bytes | None:
         """Carry out a request; returns the response to indicate (None: the link was lost)."""
-        selected = racp.select([r.sequence_number for r in self.records], request)
+        selected = racp.select(
+            [r.sequence_number for r in self.records], request, [r.time for r in self.records]
+        )
         op = request.op_code
         if op is racp.OpCode.REPORT_NUMBER_OF_RECORDS:
             return racp.number_of_records_response(len(selected))

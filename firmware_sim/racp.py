@@ -5,23 +5,26 @@ Values from the Bluetooth SIG Glucose Service v1.0 §3.7 (the RACP that the Bloo
 v1.1 and PLXS reuse) and DESIGN.md §4: op codes 1 report stored records, 2 delete stored records,
 3 abort operation, 4 report number of stored records, 5 number of stored records response, 6
 response code; operators 0 null, 1 all, 2 ≤, 3 ≥, 4 within range, 5 first, 6 last; filter type
-0x01 = sequence number (u16); response codes 1 success, 2 op code not supported, 3 invalid
-operator, 4 operator not supported, 5 invalid operand, 6 no records found, 7 abort unsuccessful, 8
-procedure not completed, 9 operand not supported. A response is ``op code, operator 0 (null),
+0x01 = sequence number (u16), 0x02 = user facing time (Date Time, 7 bytes; device-local, naive);
+response codes 1 success, 2 op code not supported, 3 invalid operator, 4 operator not supported,
+5 invalid operand, 6 no records found, 7 abort unsuccessful, 8 procedure not completed, 9 operand
+not supported. A response is ``op code, operator 0 (null),
 operand`` where the response-code operand is ``request op code, response code``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from firmware_sim.encoding import U8, U16
+from firmware_sim.encoding import DATE_TIME, U8, U16
 
 RACP: Final = 0x2A52
 FILTER_SEQUENCE_NUMBER: Final = 0x01
+FILTER_USER_FACING_TIME: Final = 0x02
 SEQUENCE_NUMBER_MAX: Final = 0xFFFF
 
 
@@ -71,12 +74,19 @@ _OPERAND_SIZES: Final = {
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A valid request: op code, operator and, for ≤/≥/range, the sequence-number bounds."""
+    """A valid request: op code, operator and, for ≤/≥/range, the sequence-number bounds or
+    (filter type 0x02) the user-facing-time bounds."""
 
     op_code: OpCode
     operator: Operator
     low: int = 0
     high: int = SEQUENCE_NUMBER_MAX
+    time_low: dt.datetime | None = None
+    time_high: dt.datetime | None = None
+
+    @property
+    def by_time(self) -> bool:
+        return self.time_low is not None or self.time_high is not None
 
 
 class RequestError(Exception):
@@ -119,30 +129,78 @@ def parse_request(value: bytes) -> Request:
 
 def _record_request(op_code: OpCode, operator: Operator, operand: bytes) -> Request:
     size = _OPERAND_SIZES[operator]
+    if size == 0:
+        if operand:
+            raise RequestError(op_code, ResponseCode.INVALID_OPERAND)
+        return Request(op_code, operator)
+    if len(operand) == size and operand[0] == FILTER_SEQUENCE_NUMBER:
+        return _bounded(
+            op_code,
+            operator,
+            [
+                U16.unpack_from(operand, 1)[0],
+                *([U16.unpack_from(operand, 3)[0]] if operator is Operator.WITHIN_RANGE else []),
+            ],
+        )
+    if operand[:1] == bytes([FILTER_USER_FACING_TIME]):
+        values = operand[1:]
+        count = 2 if operator is Operator.WITHIN_RANGE else 1
+        if len(values) != count * DATE_TIME.size:
+            raise RequestError(op_code, ResponseCode.INVALID_OPERAND)
+        try:
+            times = [
+                dt.datetime(*DATE_TIME.unpack_from(values, i * DATE_TIME.size))  # noqa: DTZ001 - device-local time
+                for i in range(count)
+            ]
+        except ValueError:  # an impossible date
+            raise RequestError(op_code, ResponseCode.INVALID_OPERAND) from None
+        return _bounded(op_code, operator, times)
     if len(operand) != size:
         raise RequestError(op_code, ResponseCode.INVALID_OPERAND)
-    if size == 0:
-        return Request(op_code, operator)
-    if operand[0] != FILTER_SEQUENCE_NUMBER:
-        raise RequestError(op_code, ResponseCode.OPERAND_NOT_SUPPORTED)
-    first = U16.unpack_from(operand, 1)[0]
+    raise RequestError(op_code, ResponseCode.OPERAND_NOT_SUPPORTED)
+
+
+def _bounded(op_code: OpCode, operator: Operator, bounds: Sequence[int | dt.datetime]) -> Request:
+    """The request for ≤ / ≥ / range with sequence-number or time ``bounds``."""
+    first = bounds[0]
+    if operator is Operator.WITHIN_RANGE:
+        second = bounds[1]
+        if first > second:  # type: ignore[operator]
+            raise RequestError(op_code, ResponseCode.INVALID_OPERAND)
+    if isinstance(first, dt.datetime):
+        if operator is Operator.GREATER_OR_EQUAL:
+            return Request(op_code, operator, time_low=first)
+        if operator is Operator.LESS_OR_EQUAL:
+            return Request(op_code, operator, time_high=first)
+        assert isinstance(bounds[1], dt.datetime)
+        return Request(op_code, operator, time_low=first, time_high=bounds[1])
+    assert isinstance(first, int)
     if operator is Operator.GREATER_OR_EQUAL:
         return Request(op_code, operator, low=first)
     if operator is Operator.LESS_OR_EQUAL:
         return Request(op_code, operator, high=first)
-    second = U16.unpack_from(operand, 3)[0]
-    if first > second:
-        raise RequestError(op_code, ResponseCode.INVALID_OPERAND)
-    return Request(op_code, operator, low=first, high=second)
+    assert isinstance(bounds[1], int)
+    return Request(op_code, operator, low=first, high=bounds[1])
 
 
-def select(sequence_numbers: Sequence[int], request: Request) -> list[int]:
-    """The sequence numbers (ascending input) a record request applies to."""
+def select(
+    sequence_numbers: Sequence[int],
+    request: Request,
+    times: Sequence[dt.datetime] | None = None,
+) -> list[int]:
+    """The sequence numbers (ascending input) a record request applies to; ``times`` are the
+    records' user-facing times, needed for a time-filtered request."""
     match request.operator:
         case Operator.FIRST:
             return list(sequence_numbers[:1])
         case Operator.LAST:
             return list(sequence_numbers[-1:])
+        case _ if request.by_time:
+            if times is None:
+                raise ValueError("a time-filtered request needs the records' times")
+            low = request.time_low or dt.datetime.min  # noqa: DTZ901 - device-local, naive
+            high = request.time_high or dt.datetime.max  # noqa: DTZ901
+            return [s for s, t in zip(sequence_numbers, times, strict=True) if low <= t <= high]
         case _:
             return [s for s in sequence_numbers if request.low <= s <= request.high]
 

@@ -92,6 +92,12 @@ async def test_stored_bp_records_are_downloaded_once_across_reconnects(tmp_path:
         await wait_until(lambda: run.status("bp").reconnects >= 1, 10, "reconnect attempt")
         await wait_until(lambda: run.states() == {"bp": STREAMING}, 10, "bp streaming again")
         assert bp.stats.racp_requests > requests_before  # it asked again ...
+        # ... for the records at or after the newest one it has (the bound is inclusive) ...
+        await wait_until(
+            lambda: run.status("bp").stored_records == stored_on_device + 1,
+            10,
+            "only the newest stored record sent again",
+        )
         assert (await store.observation_counts())["85354-9"] == stored_on_device  # ... once stored
 
 

@@ -6,6 +6,8 @@ Op codes, operators, filter type and response codes: Bluetooth SIG Glucose Servi
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,6 +47,40 @@ def test_valid_requests(raw: str, expected: Request) -> None:
     assert parse_request(bytes.fromhex(raw)) == expected
 
 
+T1 = dt.datetime(2024, 2, 3, 1, 2, 3)
+T2 = dt.datetime(2024, 2, 3, 5, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            "010302E80702030102 03",
+            Request(OpCode.REPORT_STORED_RECORDS, Operator.GREATER_OR_EQUAL, time_low=T1),
+        ),
+        (
+            "040202E80702030500 00",
+            Request(OpCode.REPORT_NUMBER_OF_RECORDS, Operator.LESS_OR_EQUAL, time_high=T2),
+        ),
+        (
+            "010402E80702030102 03E80702030500 00",
+            Request(OpCode.REPORT_STORED_RECORDS, Operator.WITHIN_RANGE, time_low=T1, time_high=T2),
+        ),
+    ],
+)
+def test_user_facing_time_requests(raw: str, expected: Request) -> None:
+    """Filter type 0x02 (Glucose Service §3.7.1, reused by BLS): a 7-byte Date Time per bound."""
+    assert parse_request(bytes.fromhex(raw.replace(" ", ""))) == expected
+
+
+def test_select_by_time() -> None:
+    times = [T1 - dt.timedelta(hours=1), T1, T2]
+    request = Request(OpCode.REPORT_STORED_RECORDS, Operator.GREATER_OR_EQUAL, time_low=T1)
+    assert select([0, 1, 2], request, times) == [1, 2]
+    with pytest.raises(ValueError, match="needs the records' times"):
+        select([0, 1, 2], request)
+
+
 @pytest.mark.parametrize(
     ("raw", "op_code", "code"),
     [
@@ -58,7 +94,10 @@ def test_valid_requests(raw: str, expected: Request) -> None:
         ("030000", 3, ResponseCode.INVALID_OPERAND),
         ("010101", 1, ResponseCode.INVALID_OPERAND),
         ("010301", 1, ResponseCode.INVALID_OPERAND),
-        ("0103020500", 1, ResponseCode.OPERAND_NOT_SUPPORTED),  # filter 2: user facing time
+        ("0103030500", 1, ResponseCode.OPERAND_NOT_SUPPORTED),  # filter 3: not defined
+        ("0103020500", 1, ResponseCode.INVALID_OPERAND),  # filter 2 needs a 7-byte Date Time
+        ("010302E807020301020300", 1, ResponseCode.INVALID_OPERAND),  # 2024-02-03: 8 bytes
+        ("010302E8070230010203", 1, ResponseCode.INVALID_OPERAND),  # 30 February
         ("01040104000200", 1, ResponseCode.INVALID_OPERAND),  # range upside down
     ],
 )

@@ -335,6 +335,8 @@ class DeviceSession:
         since = None
         if self._last_record_time is not None:
             since = await self._last_record_time(self.status.address)
+        if since is not None:  # the device's clock runs in the gateway's zone (time sync)
+            since = since.astimezone(self._clock().tzinfo)
         code = await self._racp(client, spec.racp, report_records_since(since))
         if since is not None and code in RACP_FILTER_UNSUPPORTED:
             log.debug("%s: time filter not supported (%s); asking for all", self.status.name, code)
