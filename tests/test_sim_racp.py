@@ -47,8 +47,8 @@ def test_valid_requests(raw: str, expected: Request) -> None:
     assert parse_request(bytes.fromhex(raw)) == expected
 
 
-T1 = dt.datetime(2024, 2, 3, 1, 2, 3)
-T2 = dt.datetime(2024, 2, 3, 5, 0, 0)
+T1 = dt.datetime(2024, 2, 3, 1, 2, 3)  # noqa: DTZ001 - device-local time
+T2 = dt.datetime(2024, 2, 3, 5, 0, 0)  # noqa: DTZ001
 
 
 @pytest.mark.parametrize(
