@@ -182,6 +182,9 @@ class DeviceSession:
             except (BleakError, BleakNotFoundError, TimeoutError, BedsideError, OSError) as exc:
                 self._set_state(SessionState.LOST, f"{type(exc).__name__}: {exc}")
                 log.info("%s: %s", self.status.name, self.status.reason)
+            except Exception as exc:  # a bug in a stack below us: keep the other sensors going
+                self._set_state(SessionState.LOST, f"unexpected {type(exc).__name__}: {exc}")
+                log.exception("%s: session failed; reconnecting", self.status.name)
             finally:
                 await self._close()
             self.status.reconnects += 1
