@@ -661,9 +661,10 @@ class SampleArrayValue:
             raise ValueError(
                 f"{len(self.samples)} samples are not whole periods of {self.samples_per_period}"
             )
-        low, high = sample_range(self.bytes_per_sample)
-        for sample in self.samples:
-            check_range("sample", sample, low, high)
+        if self.samples:  # one pass each for the extremes: this runs for every ECG strip
+            low, high = sample_range(self.bytes_per_sample)
+            check_range("sample", min(self.samples), low, high)
+            check_range("sample", max(self.samples), low, high)
 
     @classmethod
     def read(cls, r: Reader) -> Self:
@@ -727,7 +728,7 @@ def _sample_format(size: int, count: int) -> str | None:
 def _unpack_samples(raw: bytes, size: int, count: int) -> tuple[int, ...]:
     fmt = _sample_format(size, count)
     if fmt is not None:
-        return tuple(int(v) for v in struct.unpack(fmt, raw))
+        return struct.unpack(fmt, raw)  # integer formats: already ints
     return tuple(
         int.from_bytes(raw[i : i + size], "little", signed=SAMPLES_SIGNED)
         for i in range(0, count * size, size)
