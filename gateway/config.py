@@ -14,7 +14,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -27,15 +26,11 @@ from gateway.assistant.consultation import ConsultationSettings
 from gateway.assistant.settings import AssistantSettings
 from gateway.errors import ConfigError
 from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
+from gateway.paths import default_data_dir
 from gateway.rag.settings import RagSettings
 from gateway.web.app import HttpSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("bedside_config_file", default=None)
-
-
-def default_data_dir() -> Path:
-    """Per-user data directory (``~/.local/share/bedside`` on Linux)."""
-    return Path(platformdirs.user_data_dir("bedside", appauthor=False))
 
 
 class BleSettings(BaseModel):

@@ -70,7 +70,7 @@ def _manifest(path: Path | None) -> Manifest:
 def _data_dir(data_dir: Path | None) -> Path:
     if data_dir is not None:
         return data_dir
-    from gateway.config import default_data_dir
+    from gateway.paths import default_data_dir
 
     return default_data_dir()
 

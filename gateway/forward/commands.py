@@ -16,13 +16,13 @@ from typing import Annotated, NoReturn
 import typer
 from pydantic import ValidationError
 
-from gateway.config import default_data_dir
 from gateway.errors import BedsideError
 from gateway.forward import fhirjson
 from gateway.forward.errors import SignatureError
 from gateway.forward.receiver import receive
 from gateway.forward.settings import HttpsSettings, MqttSettings
 from gateway.forward.signing import KeyStore, load_keyring, public_key_file_text, verify_bundle
+from gateway.paths import default_data_dir
 from gateway.store.models import OutboxState
 from gateway.store.store import Store, store_path
 

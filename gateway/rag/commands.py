@@ -56,7 +56,7 @@ def _print_json(data: object) -> None:
 def _data_dir(value: Path | None) -> Path:
     if value is not None:
         return value
-    from gateway.config import default_data_dir
+    from gateway.paths import default_data_dir
 
     return default_data_dir()
 
