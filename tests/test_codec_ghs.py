@@ -3,8 +3,8 @@
 Published vectors come from STMicroelectronics' GHS firmware example
 (stm32-hotspot/STM32WBA-BLE-GenericHealthSensor, Projects/NUCLEO-WBA55CG/Applications/BLE/
 BLE_GenericHealthSensor/STM32_WPAN/App/ghs_app.c, "ST ghs_app.c" below), byte for byte. Other
-vectors were assembled by hand from the encoders named at each one (see gateway/ieee11073/ghs.py
-for the field-by-field sources) and are checked both ways.
+vectors were assembled by hand from the encoders named at each one (the modules of
+gateway/ieee11073/ghs/ give the field-by-field sources) and are checked both ways.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from gateway.ieee11073.ghs import (
     SampleArrayValue,
     SegmentationHeader,
     SimpleDiscreteValue,
+    StoredHealthObservation,
     StoredHealthObservations,
-    StoredObservation,
     StringValue,
     TimeFlags,
     TimeResolution,
@@ -681,7 +681,7 @@ def test_stored_observation_carries_a_record_number() -> None:
 
 
 def test_stored_reassembly() -> None:
-    stored = StoredObservation(0x01020304, ECG)
+    stored = StoredHealthObservation(0x01020304, ECG)
     reassembler = Reassembler.stored(max_size=200)
     notifications = segment(bytes(stored), 23)
     assert notifications[0][1:5] == _hex("04030201")
