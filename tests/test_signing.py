@@ -74,6 +74,83 @@ def keyring(key: SigningKey) -> dict[str, Any]:
     return {key.kid: key.public_key}
 
 
+# -- golden output ---------------------------------------------------------------------------------
+# The exact bytes this code signed before JCS moved to the ``rfc8785`` package and the JWS to
+# ``joserfc`` (Ed25519 is deterministic, RFC 8032 §5.1.6): a change of library must not change a
+# single signature, or receivers' stored Bundles would stop verifying.
+
+GOLDEN_PRIVATE_KEY = bytes(range(32))
+GOLDEN_WHEN = dt.datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=dt.UTC)
+GOLDEN_SIGNED_JSON = (
+    '{"resourceType":"Bundle","id":"golden-1","type":"collection","entry":[{"resource":{"'
+    'resourceType":"Observation","status":"final","code":{"text":"Température corporelle '
+    '— 体温 🌡"},"valueQuantity":{"value":36.60,"unit":"°C"},"component":[{"valueQuantity":{'
+    '"value":1.2E+2}},{"valueQuantity":{"value":-0.000001}},{"valueSampledData":{"data":"'
+    '1 2 3","factor":0.1}}],"note":[{"text":"tab\\there, quote \\" and backslash \\\\ and \\u0'
+    '001"}],"extension":[[1,[2,[3,[]]]],{"€":true,"a":null,"😀":9007199254740991}]}}],"sig'
+    'nature":{"type":[{"system":"urn:iso-astm:E1762-95:2013","code":"1.2.840.10065.1.12.1'
+    '.14","display":"Source Signature"}],"when":"2024-05-01T12:30:15.250Z","who":{"refere'
+    'nce":"urn:uuid:7d5b7a3e-8a6f-5f5e-9c1e-3f1f2b0b6c01","type":"Device"},"sigFormat":"a'
+    'pplication/jose","data":"ZXlKaGJHY2lPaUpGWkVSVFFTSXNJbXRwWkNJNklqRkpSekowVFVnM1NqSjN'
+    "Za3BhYms5bU9FeEtlbEZwZEV0bU4weE5kbTlCUld4emRVUk5WazAxTkZraWZRLi4xdXdjZzZHTFlMTHcycl9"
+    "TREtITWxzMHBTVlNuOXVXZkZieW5PNFdVVzlJYlBwdEZTRzlKWjdjV1o4MVljTkR1SVZLOEoxSFJNYlpMZWI"
+    'yd0ExNVhCQQ=="}}'
+)
+GOLDEN_JWS = (
+    "eyJhbGciOiJFZERTQSIsImtpZCI6IjFJRzJ0TUg3SjJ3Ykpabk9mOExKelFpdEtmN0xNdm9BRWxzdURNVk01"
+    "NFkifQ..1uwcg6GLYLLw2r_SDKHMls0pSVSn9uWfFbynO4WUW9IbPptFSG9JZ7cWZ81YcNDuIVK8J1HRMbZL"
+    "eb2wA15XBA"
+)
+GOLDEN_CANONICAL = (
+    '{"entry":[{"resource":{"code":{"text":"Température corporelle — 体温 🌡"},"component":['
+    '{"valueQuantity":{"value":120}},{"valueQuantity":{"value":-0.000001}},{"valueSampled'
+    'Data":{"data":"1 2 3","factor":0.1}}],"extension":[[1,[2,[3,[]]]],{"a":null,"€":true'
+    ',"😀":9007199254740991}],"note":[{"text":"tab\\there, quote \\" and backslash \\\\ and \\u'
+    '0001"}],"resourceType":"Observation","status":"final","valueQuantity":{"unit":"°C","'
+    'value":36.6}}}],"id":"golden-1","resourceType":"Bundle","type":"collection"}'
+)
+GOLDEN_KID = "1IG2tMH7J2wbJZnOf8LJzQitKf7LMvoAElsuDMVM54Y"
+
+
+def golden_bundle() -> dict[str, Any]:
+    """Decimals (trailing zeros, exponent, tiny), unicode (BMP, astral, escapes), nested arrays."""
+    return {
+        "resourceType": "Bundle",
+        "id": "golden-1",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "Température corporelle — 体温 🌡"},
+                    "valueQuantity": {"value": Decimal("36.60"), "unit": "°C"},
+                    "component": [
+                        {"valueQuantity": {"value": Decimal("1.2E+2")}},
+                        {"valueQuantity": {"value": Decimal("-0.000001")}},
+                        {"valueSampledData": {"data": "1 2 3", "factor": Decimal("0.1")}},
+                    ],
+                    "note": [{"text": 'tab\there, quote " and backslash \\ and \u0001'}],
+                    "extension": [
+                        [1, [2, [3, []]]],
+                        {"€": True, "a": None, "\U0001f600": 9007199254740991},
+                    ],
+                }
+            }
+        ],
+    }
+
+
+def test_golden_signature_is_unchanged() -> None:
+    key = SigningKey(Ed25519PrivateKey.from_private_bytes(GOLDEN_PRIVATE_KEY))
+    signed = Signer(key, GATEWAY_WHO, clock=lambda: GOLDEN_WHEN).sign_bundle(golden_bundle())
+    assert key.kid == GOLDEN_KID
+    assert fhirjson.canonical(golden_bundle()) == GOLDEN_CANONICAL.encode()
+    assert base64.b64decode(signed["signature"]["data"]).decode() == GOLDEN_JWS
+    assert fhirjson.dumps(signed) == GOLDEN_SIGNED_JSON
+    assert verify_bundle(fhirjson.loads(GOLDEN_SIGNED_JSON), keyring(key)) == GOLDEN_KID
+
+
 # -- RFC vectors -------------------------------------------------------------------------------
 
 
