@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar, Final, Self
+from typing import TYPE_CHECKING, ClassVar, Final, Self
 
 from gateway.ieee11073 import mdc
 from gateway.ieee11073._buffer import U8, U16, Reader, check_range
@@ -121,118 +121,136 @@ def _conditions(status: BloodPressureStatus | None) -> frozenset[Condition]:
     return frozenset(found)
 
 
-def _user_index(user_id: int | None) -> int | None:
-    return None if user_id is None or user_id == USER_ID_UNKNOWN else user_id
-
-
 # -- the layout both measurement characteristics share -------------------------------------------
 
-_Fields = tuple[
-    SFloat,
-    SFloat,
-    SFloat,
-    PressureUnit,
-    DateTime | None,
-    SFloat | None,
-    int | None,
-    BloodPressureStatus | None,
-    int,
-]
 
+class _BloodPressureLayout:
+    """Flags, three compound SFLOATs, then the optional time stamp, pulse rate, user ID and status.
 
-def _check(user_id: int | None, status: BloodPressureStatus | None, rfu_flags: int) -> None:
-    if user_id is not None:
-        check_range("user ID", user_id, 0, U8_MAX)
-    if status is not None:
-        check_range("measurement status", int(status), 0, U16_MAX)
-    if rfu_flags & ~FLAGS_RFU_MASK:
-        raise ValueError(
-            f"rfu_flags 0x{rfu_flags:02X} outside the reserved bits 0x{FLAGS_RFU_MASK:02X}"
+    One implementation for Blood Pressure Measurement and Intermediate Cuff Pressure, which share
+    this layout and differ in what their three compound fields are called and mean
+    (:meth:`_compound`, ``COMPOUND_FIELDS``) and in the measurements they give.
+    """
+
+    __slots__ = ()
+
+    UUID: ClassVar[int]
+    NAME: ClassVar[str]
+    COMPOUND_FIELDS: ClassVar[tuple[str, str, str]]  # the names errors give the three SFLOATs
+
+    unit: PressureUnit
+    timestamp: DateTime | None
+    pulse_rate: SFloat | None
+    user_id: int | None
+    status: BloodPressureStatus | None
+    rfu_flags: int
+
+    if TYPE_CHECKING:  # the dataclass subclasses generate it; from_bytes calls it positionally
+
+        def __init__(
+            self,
+            first: SFloat,
+            second: SFloat,
+            third: SFloat,
+            unit: PressureUnit = ...,
+            timestamp: DateTime | None = ...,
+            pulse_rate: SFloat | None = ...,
+            user_id: int | None = ...,
+            status: BloodPressureStatus | None = ...,
+            rfu_flags: int = ...,
+        ) -> None: ...
+
+    def _compound(self) -> tuple[SFloat, SFloat, SFloat]:
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        if self.user_id is not None:
+            check_range("user ID", self.user_id, 0, U8_MAX)
+        if self.status is not None:
+            check_range("measurement status", int(self.status), 0, U16_MAX)
+        if self.rfu_flags & ~FLAGS_RFU_MASK:
+            raise ValueError(
+                f"rfu_flags 0x{self.rfu_flags:02X} outside the reserved bits 0x{FLAGS_RFU_MASK:02X}"
+            )
+
+    @property
+    def flags(self) -> BloodPressureFlags:
+        flags = BloodPressureFlags(self.rfu_flags)
+        if self.unit is PressureUnit.KPA:
+            flags |= BloodPressureFlags.UNITS_KPA
+        if self.timestamp is not None:
+            flags |= BloodPressureFlags.TIME_STAMP_PRESENT
+        if self.pulse_rate is not None:
+            flags |= BloodPressureFlags.PULSE_RATE_PRESENT
+        if self.user_id is not None:
+            flags |= BloodPressureFlags.USER_ID_PRESENT
+        if self.status is not None:
+            flags |= BloodPressureFlags.MEASUREMENT_STATUS_PRESENT
+        return flags
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        r = Reader(data, f"{cls.NAME} (0x{cls.UUID:04X})")
+        raw_flags = r.u8("flags")
+        flags = BloodPressureFlags(raw_flags & ~FLAGS_RFU_MASK)
+        first, second, third = (r.sfloat(name) for name in cls.COMPOUND_FIELDS)
+        unit = PressureUnit.KPA if BloodPressureFlags.UNITS_KPA in flags else PressureUnit.MMHG
+        timestamp = DateTime.read(r) if BloodPressureFlags.TIME_STAMP_PRESENT in flags else None
+        pulse = r.sfloat("Pulse Rate") if BloodPressureFlags.PULSE_RATE_PRESENT in flags else None
+        user_id = r.u8("User ID") if BloodPressureFlags.USER_ID_PRESENT in flags else None
+        status = (
+            BloodPressureStatus(r.u16("Measurement Status"))
+            if BloodPressureFlags.MEASUREMENT_STATUS_PRESENT in flags
+            else None
+        )
+        r.end()
+        return cls(
+            first,
+            second,
+            third,
+            unit,
+            timestamp,
+            pulse,
+            user_id,
+            status,
+            raw_flags & FLAGS_RFU_MASK,
         )
 
+    def __bytes__(self) -> bytes:
+        out = bytearray(U8.pack(self.flags))
+        out += b"".join(bytes(value) for value in self._compound())
+        if self.timestamp is not None:
+            out += bytes(self.timestamp)
+        if self.pulse_rate is not None:
+            out += bytes(self.pulse_rate)
+        if self.user_id is not None:
+            out += U8.pack(self.user_id)
+        if self.status is not None:
+            out += U16.pack(self.status)
+        return bytes(out)
 
-def _read(data: bytes, what: str, compound_names: tuple[str, str, str]) -> _Fields:
-    r = Reader(data, what)
-    raw_flags = r.u8("flags")
-    flags = BloodPressureFlags(raw_flags & ~FLAGS_RFU_MASK)
-    first, second, third = (r.sfloat(name) for name in compound_names)
-    unit = PressureUnit.KPA if BloodPressureFlags.UNITS_KPA in flags else PressureUnit.MMHG
-    timestamp = DateTime.read(r) if BloodPressureFlags.TIME_STAMP_PRESENT in flags else None
-    pulse = r.sfloat("Pulse Rate") if BloodPressureFlags.PULSE_RATE_PRESENT in flags else None
-    user_id = r.u8("User ID") if BloodPressureFlags.USER_ID_PRESENT in flags else None
-    status = (
-        BloodPressureStatus(r.u16("Measurement Status"))
-        if BloodPressureFlags.MEASUREMENT_STATUS_PRESENT in flags
-        else None
-    )
-    r.end()
-    return (
-        first,
-        second,
-        third,
-        unit,
-        timestamp,
-        pulse,
-        user_id,
-        status,
-        raw_flags & FLAGS_RFU_MASK,
-    )
+    @property
+    def conditions(self) -> frozenset[Condition]:
+        """The measurement conditions the status field reports."""
+        return _conditions(self.status)
+
+    @property
+    def user_index(self) -> int | None:
+        """The user ID, None when absent or "Unknown User"."""
+        return None if self.user_id is None or self.user_id == USER_ID_UNKNOWN else self.user_id
 
 
-def _flags(fields: _Fields) -> BloodPressureFlags:
-    _, _, _, unit, timestamp, pulse, user_id, status, rfu_flags = fields
-    flags = BloodPressureFlags(rfu_flags)
-    if unit is PressureUnit.KPA:
-        flags |= BloodPressureFlags.UNITS_KPA
-    if timestamp is not None:
-        flags |= BloodPressureFlags.TIME_STAMP_PRESENT
-    if pulse is not None:
-        flags |= BloodPressureFlags.PULSE_RATE_PRESENT
-    if user_id is not None:
-        flags |= BloodPressureFlags.USER_ID_PRESENT
-    if status is not None:
-        flags |= BloodPressureFlags.MEASUREMENT_STATUS_PRESENT
-    return flags
-
-
-def _write(fields: _Fields) -> bytes:
-    first, second, third, _, timestamp, pulse, user_id, status, _ = fields
-    out = bytearray(U8.pack(_flags(fields)))
-    out += bytes(first) + bytes(second) + bytes(third)
-    if timestamp is not None:
-        out += bytes(timestamp)
-    if pulse is not None:
-        out += bytes(pulse)
-    if user_id is not None:
-        out += U8.pack(user_id)
-    if status is not None:
-        out += U16.pack(status)
-    return bytes(out)
-
-
-def _pulse_measurements(
-    pulse: SFloat | None,
-    timestamp: DateTime | None,
-    conditions: frozenset[Condition],
-    user_index: int | None,
-) -> tuple[Measurement, ...]:
-    if pulse is None:
-        return ()
-    return (
-        Measurement(
-            mdc.MDC_PULS_RATE_NON_INV,
-            pulse,
-            mdc.MDC_DIM_BEAT_PER_MIN,
-            timestamp=timestamp,
-            conditions=conditions & _PULSE_CONDITIONS,
-            user_index=user_index,
-        ),
-    )
+# Systolic, diastolic and mean arterial pressure: the components of MDC_PRESS_BLD_NONINV.
+_COMPOUND_CODES: Final = (
+    mdc.MDC_PRESS_BLD_NONINV_SYS,
+    mdc.MDC_PRESS_BLD_NONINV_DIA,
+    mdc.MDC_PRESS_BLD_NONINV_MEAN,
+)
 
 
 @register
 @dataclass(frozen=True, slots=True)
-class BloodPressureMeasurement:
+class BloodPressureMeasurement(_BloodPressureLayout):
     """Blood Pressure Measurement 0x2A35.
 
     ``rfu_flags`` keeps the reserved Flags bits 5-7 as the sensor sent them, so that ``__bytes__``
@@ -257,60 +275,40 @@ class BloodPressureMeasurement:
         "Mean Arterial Pressure",
     )
 
-    def __post_init__(self) -> None:
-        _check(self.user_id, self.status, self.rfu_flags)
-
-    def _fields(self) -> _Fields:
-        return (
-            self.systolic,
-            self.diastolic,
-            self.mean_arterial_pressure,
-            self.unit,
-            self.timestamp,
-            self.pulse_rate,
-            self.user_id,
-            self.status,
-            self.rfu_flags,
-        )
-
-    @property
-    def flags(self) -> BloodPressureFlags:
-        return _flags(self._fields())
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*_read(data, f"{cls.NAME} (0x{cls.UUID:04X})", cls.COMPOUND_FIELDS))
-
-    def __bytes__(self) -> bytes:
-        return _write(self._fields())
+    def _compound(self) -> tuple[SFloat, SFloat, SFloat]:
+        return self.systolic, self.diastolic, self.mean_arterial_pressure
 
     def measurements(self) -> tuple[Measurement, ...]:
         """The compound blood pressure (systolic/diastolic/mean) and, when sent, the pulse rate."""
         unit_code = PRESSURE_UNIT_CODES[self.unit]
-        conditions = _conditions(self.status)
-        user_index = _user_index(self.user_id)
+        conditions = self.conditions
         components = tuple(
             Measurement(code, value, unit_code)
-            for code, value in (
-                (mdc.MDC_PRESS_BLD_NONINV_SYS, self.systolic),
-                (mdc.MDC_PRESS_BLD_NONINV_DIA, self.diastolic),
-                (mdc.MDC_PRESS_BLD_NONINV_MEAN, self.mean_arterial_pressure),
-            )
+            for code, value in zip(_COMPOUND_CODES, self._compound(), strict=True)
         )
         compound = Measurement(
             mdc.MDC_PRESS_BLD_NONINV,
             timestamp=self.timestamp,
             conditions=conditions,
             components=components,
-            user_index=user_index,
+            user_index=self.user_index,
         )
-        pulse = _pulse_measurements(self.pulse_rate, self.timestamp, conditions, user_index)
-        return (compound, *pulse)
+        if self.pulse_rate is None:
+            return (compound,)
+        pulse = Measurement(
+            mdc.MDC_PULS_RATE_NON_INV,
+            self.pulse_rate,
+            mdc.MDC_DIM_BEAT_PER_MIN,
+            timestamp=self.timestamp,
+            conditions=conditions & _PULSE_CONDITIONS,
+            user_index=self.user_index,
+        )
+        return compound, pulse
 
 
 @register
 @dataclass(frozen=True, slots=True)
-class IntermediateCuffPressure:
+class IntermediateCuffPressure(_BloodPressureLayout):
     """Intermediate Cuff Pressure 0x2A36: the cuff pressure while a measurement is under way.
 
     ``unused_diastolic`` and ``unused_mean`` are the two unused compound fields, kept as received
@@ -335,32 +333,8 @@ class IntermediateCuffPressure:
         "unused Mean Arterial Pressure",
     )
 
-    def __post_init__(self) -> None:
-        _check(self.user_id, self.status, self.rfu_flags)
-
-    def _fields(self) -> _Fields:
-        return (
-            self.cuff_pressure,
-            self.unused_diastolic,
-            self.unused_mean,
-            self.unit,
-            self.timestamp,
-            self.pulse_rate,
-            self.user_id,
-            self.status,
-            self.rfu_flags,
-        )
-
-    @property
-    def flags(self) -> BloodPressureFlags:
-        return _flags(self._fields())
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*_read(data, f"{cls.NAME} (0x{cls.UUID:04X})", cls.COMPOUND_FIELDS))
-
-    def __bytes__(self) -> bytes:
-        return _write(self._fields())
+    def _compound(self) -> tuple[SFloat, SFloat, SFloat]:
+        return self.cuff_pressure, self.unused_diastolic, self.unused_mean
 
     def measurements(self) -> tuple[Measurement, ...]:
         """One measurement: the current cuff pressure (MDC_PRESS_CUFF)."""
@@ -370,8 +344,8 @@ class IntermediateCuffPressure:
                 self.cuff_pressure,
                 PRESSURE_UNIT_CODES[self.unit],
                 timestamp=self.timestamp,
-                conditions=_conditions(self.status),
-                user_index=_user_index(self.user_id),
+                conditions=self.conditions,
+                user_index=self.user_index,
             ),
         )
 
