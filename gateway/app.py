@@ -8,6 +8,7 @@ watchdog. SQLite work runs in the store's own threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__, sdnotify
-from gateway.ble.bumble_backend import ble_backends
 from gateway.ble.manager import SensorManager
+from gateway.ble.transport import given_link, open_link
 from gateway.errors import ConfigError
 from gateway.fhir.device import GatewayInfo, gateway_full_url
 from gateway.fhir.observation import PatientRef
@@ -33,7 +34,7 @@ from gateway.web.auth import API_TOKEN_FILE
 
 if TYPE_CHECKING:
     from gateway.assistant.consultation import ConsultationService
-    from gateway.ble.bumble.adapter import BleakBackends
+    from gateway.ble.bumble import BleakBackends
     from gateway.config import Settings
     from gateway.forward.signing import Signer
     from gateway.profiles import DeviceProfile
@@ -135,8 +136,6 @@ class Gateway:
         self.store = store
         try:
             async with AsyncExitStack() as stack:
-                if backends is None:
-                    backends = await stack.enter_async_context(ble_backends(settings.ble.transport))
                 patient = (
                     PatientRef(
                         settings.patient.reference,
@@ -153,8 +152,12 @@ class Gateway:
                     ingest,
                     allow=settings.ble.allow,
                     auto_accept=settings.ble.auto_accept,
-                    scanner_backend=backends.scanner,
-                    client_backend=backends.client,
+                    radio=(
+                        given_link(backends)
+                        if backends is not None
+                        else functools.partial(open_link, settings.ble.transport)
+                    ),
+                    transport=settings.ble.transport,
                     last_record_time=store.last_record_time,
                     tz=settings.tz,
                 )
@@ -241,7 +244,13 @@ class Gateway:
             await asyncio.sleep(interval)
 
     def status_line(self) -> str:
-        statuses = self.manager.statuses() if self.manager is not None else []
+        """The systemd status line: the radio when it is down, else the sensors streaming."""
+        if self.manager is None:
+            return "starting"
+        radio = self.manager.radio
+        if radio.state == "down":
+            return f"radio down: {radio.reason}"
+        statuses = self.manager.statuses()
         streaming = sum(1 for s in statuses if s.state == "streaming")
         return f"{streaming}/{len(statuses)} sensors streaming"
 
@@ -262,6 +271,7 @@ class Gateway:
         return {
             "gateway_id": self.identity.gateway_id,
             "api": api,
+            "radio": self.manager.radio.as_json() if self.manager is not None else None,
             "devices": [
                 {
                     "address": s.address,

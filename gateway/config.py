@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from gateway.assistant.consultation import ConsultationSettings
 from gateway.assistant.settings import AssistantSettings
+from gateway.ble.settings import BleSettings
 from gateway.errors import ConfigError
 from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
 from gateway.paths import default_data_dir
@@ -31,40 +32,6 @@ from gateway.rag.settings import RagSettings
 from gateway.web.app import HttpSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("bedside_config_file", default=None)
-
-
-class BleSettings(BaseModel):
-    """Bluetooth LE: which radio, which devices."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    transport: str = Field(
-        default="bluez",
-        description="'bluez' (bleak's default backend) or 'hci:<Bumble transport>' such as "
-        "'hci:tcp-client:127.0.0.1:9411' (the simulator) or 'hci:usb:0'",
-    )
-    allow: tuple[str, ...] = Field(
-        default=(), description="Bluetooth addresses the gateway may connect to"
-    )
-    auto_accept: bool = Field(
-        default=False, description="connect to every sensor that matches a profile (demo mode)"
-    )
-    profiles_dir: Path | None = Field(
-        default=None, description="device profile directory (default: the bundled profiles)"
-    )
-
-    @field_validator("transport")
-    @classmethod
-    def _transport(cls, value: str) -> str:
-        from gateway.ble.bumble_backend import hci_transport_spec
-
-        hci_transport_spec(value)  # raises ConfigError (a ValueError) with the expected forms
-        return value.strip()
-
-    @field_validator("allow")
-    @classmethod
-    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(a.strip().upper() for a in value)
 
 
 class PatientSettings(BaseModel):

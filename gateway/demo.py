@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway.app import Gateway
-from gateway.ble.bumble_backend import BumbleAdapter
+from gateway.ble.bumble import BumbleAdapter
 
 if TYPE_CHECKING:
     from gateway.config import Settings

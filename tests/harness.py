@@ -17,7 +17,7 @@ from typing import Any
 
 from firmware_sim import Simulator
 from gateway.app import Gateway
-from gateway.ble.bumble_backend import BumbleAdapter
+from gateway.ble.bumble import BumbleAdapter
 from gateway.ble.manager import SensorManager
 from gateway.ble.session import SessionStatus
 from gateway.config import load_settings

@@ -1,4 +1,4 @@
-"""bleak over Bumble (gateway/ble/bumble_backend.py), exercised over a real Bumble stack.
+"""bleak over Bumble (gateway/ble/bumble/, gateway/ble/transport.py), over a real Bumble stack.
 
 Sensors are Bumble devices with GATT servers on virtual controllers attached to a Bumble
 ``LocalLink``; the gateway side is another virtual controller on the same link, reached through an
@@ -47,6 +47,7 @@ from bumble.transport.common import AsyncPipeSink
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.ble.bumble import BleakBackends, BleakClientBumble, BleakScannerBumble, BumbleAdapter
 from gateway.ble.bumble import adapter as adapter_module
 from gateway.ble.bumble.advertising import (
     BASE_UUID_TAIL,
@@ -55,15 +56,8 @@ from gateway.ble.bumble.advertising import (
     uuid_from_le_bytes,
 )
 from gateway.ble.bumble.client import bleak_uuid
-from gateway.ble.bumble_backend import (
-    BLUEZ,
-    BleakBackends,
-    BleakClientBumble,
-    BleakScannerBumble,
-    BumbleAdapter,
-    ble_backends,
-    hci_transport_spec,
-)
+from gateway.ble.settings import hci_transport_spec
+from gateway.ble.transport import BLUEZ, open_link
 from gateway.errors import ConfigError
 
 WAIT_S = 10.0  # upper bound on any event awaited below; never a fixed sleep
@@ -368,8 +362,8 @@ def test_bad_transport_strings_are_config_errors(transport: str) -> None:
 
 
 async def test_bluez_means_bleaks_default_backend() -> None:
-    async with ble_backends("bluez") as backends:
-        assert backends == BLUEZ == BleakBackends(None, None)
+    async with open_link("bluez") as link:
+        assert link.backends == BLUEZ == BleakBackends(None, None)
 
 
 async def test_unreachable_hci_transport_is_bluetooth_not_available() -> None:
@@ -377,7 +371,7 @@ async def test_unreachable_hci_transport_is_bluetooth_not_available() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(BleakBluetoothNotAvailableError, match="cannot open Bluetooth HCI"):
-        async with ble_backends(f"hci:tcp-client:127.0.0.1:{port}"):
+        async with open_link(f"hci:tcp-client:127.0.0.1:{port}"):
             pass
 
 
@@ -394,7 +388,7 @@ async def test_silent_hci_transport_is_bluetooth_not_available(
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(BleakBluetoothNotAvailableError, match="did not power on"):
-            async with ble_backends(f"hci:tcp-client:127.0.0.1:{port}"):
+            async with open_link(f"hci:tcp-client:127.0.0.1:{port}"):
                 pass
     finally:
         for writer in accepted:
@@ -785,8 +779,8 @@ async def test_over_tcp_transport_and_transport_loss() -> None:
     Controller("tcp", host_source=hci_server.source, host_sink=hci_server.sink, link=link)
     lost = asyncio.Event()
     try:
-        async with ble_backends(f"hci:tcp-client:127.0.0.1:{port}") as backends:
-            scanner_backend, client_backend = backends
+        async with open_link(f"hci:tcp-client:127.0.0.1:{port}") as link:
+            scanner_backend, client_backend = link.backends
             assert scanner_backend is not None
             assert client_backend is not None
             device = await BleakScanner.find_device_by_address(
@@ -807,6 +801,7 @@ async def test_over_tcp_transport_and_transport_loss() -> None:
             hci_server.sink.transport.close()  # the simulator side goes away
             async with asyncio.timeout(WAIT_S):
                 await lost.wait()
+                await link.lost()  # the radio itself reports the loss
             assert not client.is_connected
             with pytest.raises(BleakBluetoothNotAvailableError, match="transport was lost"):
                 await BleakScanner(backend=scanner_backend).start()

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bleak import BleakScanner
 
+from gateway.ble.radio import (
+    RADIO_BACKOFF,
+    RADIO_ERRORS,
+    RadioLostError,
+    RadioState,
+    RadioStatus,
+    radio_trouble,
+)
 from gateway.ble.session import (
     DeviceSession,
     MeasurementTimeoutError,
@@ -30,6 +40,7 @@ if TYPE_CHECKING:
     from bleak.backends.scanner import AdvertisementData
 
     from gateway.ble.session import MeasurementSink
+    from gateway.ble.transport import RadioLink
     from gateway.profiles import DeviceProfile
 
 log = logging.getLogger(__name__)
@@ -54,29 +65,37 @@ class _Waiter:
 
 
 class SensorManager:
-    """Finds sensors, keeps a session per sensor, and measures on demand."""
+    """Finds sensors, keeps a session per sensor, and measures on demand.
+
+    ``radio`` opens the BLE transport (:func:`gateway.ble.transport.open_link` bound to the
+    configured transport string, or :func:`~gateway.ble.transport.given_link` for backends the
+    caller holds). A radio that cannot be opened or goes away is reported in :attr:`radio` and
+    retried with backoff; the sessions resume on the new radio with their counters.
+    """
 
     def __init__(
         self,
         profiles: Mapping[str, DeviceProfile],
         sink: MeasurementSink,
         *,
+        radio: Callable[[], AbstractAsyncContextManager[RadioLink]],
+        transport: str = "bluez",
         allow: Iterable[str] = (),
         auto_accept: bool = False,
-        scanner_backend: type[Any] | None = None,
-        client_backend: type[Any] | None = None,
         last_record_time: Callable[[str, str], Awaitable[dt.datetime | None]] | None = None,
         tz: dt.tzinfo = dt.UTC,
     ) -> None:
         self.profiles = dict(profiles)
+        self.radio = RadioStatus(transport)
+        self._open_radio = radio
         self._sink = sink
         self._allow = {a.upper() for a in allow}
         self._auto_accept = auto_accept
-        self._scanner_backend = scanner_backend
-        self._client_backend = client_backend
+        self._client_backend: type[Any] | None = None
         self._last_record_time = last_record_time
         self._tz = tz
         self._sessions: dict[str, DeviceSession] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, BLEDevice] = {}
         self._waiters: list[_Waiter] = []
         self._tasks: asyncio.TaskGroup | None = None
@@ -97,24 +116,53 @@ class SensorManager:
     # -- running ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Scan and run sessions until cancelled."""
-        kwargs: dict[str, Any] = {}
-        if self._scanner_backend is not None:
-            kwargs["backend"] = self._scanner_backend
-        async with asyncio.TaskGroup() as tasks:
-            self._tasks = tasks
+        """Scan and run sessions until cancelled, reopening the radio whenever it fails."""
+        try:
+            while True:
+                try:
+                    await self._run_radio()
+                except (*RADIO_ERRORS, RadioLostError) as exc:
+                    await self._radio_down(exc)
+        finally:
+            for waiter in self._waiters:
+                waiter.future.cancel()
+
+    async def _run_radio(self) -> None:
+        """One life of the radio: open it, scan, run the sessions until it goes away."""
+        async with self._open_radio() as link:
+            self._client_backend = link.backends.client
+            kwargs: dict[str, Any] = {}
+            if link.backends.scanner is not None:
+                kwargs["backend"] = link.backends.scanner
             scanner = BleakScanner(
                 detection_callback=self._on_advertisement,
                 service_uuids=sorted(self._service_index),
                 **kwargs,
             )
-            try:
-                async with scanner:
-                    await asyncio.Event().wait()  # sessions run in the task group
-            finally:
-                self._tasks = None
-                for waiter in self._waiters:
-                    waiter.future.cancel()
+            async with scanner:
+                if self.radio.state is RadioState.DOWN:
+                    log.info("Bluetooth radio on %r is back", self.radio.transport)
+                self.radio.up()
+                async with asyncio.TaskGroup() as tasks:
+                    self._tasks = tasks
+                    try:
+                        await link.lost()
+                    finally:
+                        self._tasks = None
+                        for task in self._running.values():
+                            task.cancel()
+        raise RadioLostError("the transport closed")
+
+    async def _radio_down(self, exc: BaseException) -> None:
+        delay = RADIO_BACKOFF.delay(self.radio.failures + 1)
+        reason = radio_trouble(self.radio.transport, exc)
+        # One line per outage at warning; the retries that follow at debug.
+        level = logging.DEBUG if self.radio.state is RadioState.DOWN else logging.WARNING
+        log.log(level, "%s; retrying in %.0f s", reason, delay)
+        self.radio.down(reason, delay)
+        for session in self._sessions.values():
+            session.radio_lost("radio down")
+        await asyncio.sleep(delay)
 
     def _profile_for(self, adv: AdvertisementData) -> DeviceProfile | None:
         for uuid in adv.service_uuids:
@@ -126,26 +174,36 @@ class SensorManager:
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
         address = device.address.upper()
         self._seen[address] = device
-        if address in self._sessions or self._tasks is None:
+        if address in self._running or self._tasks is None:
             return
-        profile = self._profile_for(adv)
-        if profile is None:
-            return
-        if not self._auto_accept and address not in self._allow:
-            log.debug("ignoring %s (%s): not in the allow-list", address, profile.kind)
-            return
-        session = DeviceSession(
-            device,
-            profile,
-            self._sink,
-            client_backend=self._client_backend,
-            lookup_device=lambda: self._seen.get(address),
-            last_record_time=self._record_time_reader(profile),
-            clock=lambda: dt.datetime.now(self._tz),
-        )
-        self._sessions[address] = session
-        log.info("found %s %s (%s)", profile.kind, device.name, address)
-        self._tasks.create_task(session.run(), name=f"ble-session-{address}")
+        session = self._sessions.get(address)
+        if session is not None:  # known from before the radio was reopened
+            session.rebind(device, self._client_backend)
+        else:
+            profile = self._profile_for(adv)
+            if profile is None:
+                return
+            if not self._auto_accept and address not in self._allow:
+                log.debug("ignoring %s (%s): not in the allow-list", address, profile.kind)
+                return
+            session = DeviceSession(
+                device,
+                profile,
+                self._sink,
+                client_backend=self._client_backend,
+                lookup_device=lambda: self._seen.get(address),
+                last_record_time=self._record_time_reader(profile),
+                clock=lambda: dt.datetime.now(self._tz),
+            )
+            self._sessions[address] = session
+            log.info("found %s %s (%s)", profile.kind, device.name, address)
+        task = self._tasks.create_task(session.run(), name=f"ble-session-{address}")
+        self._running[address] = task
+        task.add_done_callback(functools.partial(self._session_ended, address))
+
+    def _session_ended(self, address: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(address) is task:
+            del self._running[address]
 
     def _record_time_reader(
         self, profile: DeviceProfile

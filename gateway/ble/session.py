@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import enum
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -28,12 +27,13 @@ from bleak import BleakClient
 from bleak.exc import BleakError
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 
+from gateway.backoff import BackoffPolicy
 from gateway.errors import BedsideError, DecodeError
 from gateway.ieee11073 import decode
 from gateway.ieee11073.cts import CurrentTime
 from gateway.ieee11073.datetime import DateTime
 from gateway.ieee11073.dis import BatteryLevel, DisString, SystemId
-from gateway.ieee11073.ghs import Reassembler, StoredObservation
+from gateway.ieee11073.ghs import Reassembler, StoredHealthObservation
 from gateway.ieee11073.racp import (
     FilterType,
     RacpOpCode,
@@ -59,8 +59,7 @@ CURRENT_TIME_UUID = full_uuid("2A2B")
 BATTERY_LEVEL_UUID = full_uuid("2A19")
 RACP_TIMEOUT_S = 30.0
 LATENCY_WINDOW = 4096
-RECONNECT_BASE_S = 0.5
-RECONNECT_CAP_S = 30.0
+RECONNECT_BACKOFF = BackoffPolicy(base_s=0.5, cap_s=30.0)
 
 
 class SessionState(enum.StrEnum):
@@ -110,14 +109,6 @@ def uuid16(uuid: str) -> int | None:
     if uuid.endswith(BLUETOOTH_BASE_SUFFIX) and uuid.startswith("0000"):
         return int(uuid[4:8], 16)
     return None
-
-
-def backoff_delay(
-    attempt: int, base: float = RECONNECT_BASE_S, cap: float = RECONNECT_CAP_S
-) -> float:
-    """Capped exponential backoff with full jitter (``attempt`` counts from 0)."""
-    ceiling = min(cap, base * (2**attempt))
-    return random.uniform(base / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
 class DeviceSession:
@@ -170,13 +161,24 @@ class DeviceSession:
             raise SensorNotConnectedError(self.status.address, self.status.state)
         await client.write_gatt_char(uuid, value, response=response)
 
+    def rebind(self, device: BLEDevice, client_backend: type[Any] | None) -> None:
+        """Use a new radio (the adapter was reopened): the device as it found it, its backend.
+
+        The status and its counters carry over; call before :meth:`run` starts again."""
+        self.device = device
+        self._client_backend = client_backend
+
+    def radio_lost(self, reason: str) -> None:
+        """The radio under this session went away: show it, until the next :meth:`run`."""
+        self._set_state(SessionState.LOST, reason)
+
     async def run(self) -> None:
         """Connect, stream, and reconnect forever (until cancelled)."""
-        attempt = 0
+        failures = 0
         while True:
             try:
                 await self._connect_and_stream()
-                attempt = 0  # a session that streamed resets the backoff
+                failures = 0  # a session that streamed resets the backoff
             except asyncio.CancelledError:
                 raise
             except (BleakError, BleakNotFoundError, TimeoutError, BedsideError, OSError) as exc:
@@ -187,9 +189,14 @@ class DeviceSession:
                 log.exception("%s: session failed; reconnecting", self.status.name)
             finally:
                 await self._close()
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # A cancel that arrived inside a library call which turned it into its own
+                # error (bleak-retry-connector does): the session was asked to stop.
+                raise asyncio.CancelledError
             self.status.reconnects += 1
-            delay = backoff_delay(attempt)
-            attempt += 1
+            failures += 1
+            delay = RECONNECT_BACKOFF.delay(failures)
             log.debug("%s: reconnecting in %.1f s", self.status.name, delay)
             await asyncio.sleep(delay)
             if self._lookup_device is not None:
@@ -392,7 +399,7 @@ class DeviceSession:
         except BedsideError as exc:  # a characteristic without a codec
             log.debug("%s: %s", self.status.name, exc)
             return None
-        return value.observation if isinstance(value, StoredObservation) else value
+        return value.observation if isinstance(value, StoredHealthObservation) else value
 
     async def _handle_notification(self, key: int | str, data: bytes) -> bool:
         """Decode one value and hand its measurements to the sink; True when it stored any."""

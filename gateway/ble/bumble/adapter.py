@@ -98,6 +98,7 @@ class BumbleAdapter:
         self._transport: HciTransport | None = None
         self._device: Device | None = None
         self._lost = False
+        self._lost_event = asyncio.Event()
         self._closing = False
         self._listeners: dict[object, AdvertisementListener] = {}
         self._scan_users: dict[object, bool] = {}  # listener token -> wants active scanning
@@ -212,6 +213,7 @@ class BumbleAdapter:
         if isinstance(terminated, asyncio.Future):
             terminated.add_done_callback(self._on_transport_terminated)
         self._transport, self._device, self._lost, self._closing = transport, device, False, False
+        self._lost_event.clear()
         logger.debug("%s: powered on as %s", self.description, device.random_address)
         return self
 
@@ -430,11 +432,16 @@ class BumbleAdapter:
         if device is None or self._closing:
             return
         self._lost = True
+        self._lost_event.set()
         self._scanning = None
         logger.warning("%s: HCI transport lost", self.description)
         for connection in list(device.connections.values()):
             # Bumble's own disconnection path: fails pending GATT requests, notifies listeners.
             device.on_disconnection(connection.handle, TRANSPORT_LOST_REASON)
+
+    async def wait_lost(self) -> None:
+        """Return when the HCI transport has gone away (the adapter is then unusable)."""
+        await self._lost_event.wait()
 
     # -- helpers -------------------------------------------------------------------------------
 
