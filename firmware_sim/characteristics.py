@@ -2,7 +2,7 @@
 
 Each encoder takes already-scaled values (SFLOAT/FLOAT words, integers), derives the flags from the
 optional fields that are present and packs everything little-endian with ``struct``. Layouts follow
-the Bluetooth SIG service specifications named per function (and DESIGN.md §4).
+the Bluetooth SIG service specifications named per function (summarised in docs/standards.md).
 
 Fault injection needs packets whose flags announce a field that is not there: every flagged encoder
 accepts ``announce_missing``, a flag bit that is set in the flags field while the field it announces

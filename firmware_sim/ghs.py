@@ -8,12 +8,12 @@ implements GHS 1.0 and cross-checked between them; where sources disagree it say
   0x2BF4 (write/indicate), Health Sensor Features 0x2BF3 (read/indicate), Observation Schedule
   Changed 0x2BF1: STMicroelectronics STM32CubeWBA
   ``Projects/NUCLEO-WBA25CE/Applications/BLE/BLE_GenericHealth_PulseOximeter/STM32_WPAN/App/ghs.c``
-  (``GHS_Init``). NOTE: the features characteristic is 0x2BF3 there, not 0x2BF0 as the brief
-  guessed; this simulator follows ST.
+  (``GHS_Init``). NOTE: the features characteristic is 0x2BF3 there (0x2BF0, sometimes given
+  for it, is Battery Energy Status); this simulator follows ST.
 * Segmentation header (1 byte before every segment): bit 0 first segment, bit 1 last segment,
   bits 2-7 a rolling segment counter 0..63 that advances by one per segment sent — ST
-  ``ghs_app.c`` (``ghsapp_send_segment``, ``GHS_APP_UpdateLiveHealthObservation``), matching
-  DESIGN.md §4. Each notification carries at most ATT_MTU-3 bytes: the header plus ATT_MTU-4
+  ``ghs_app.c`` (``ghsapp_send_segment``, ``GHS_APP_UpdateLiveHealthObservation``), as in
+  docs/standards.md. Each notification carries at most ATT_MTU-3 bytes: the header plus ATT_MTU-4
   bytes of the observation. ST starts the counter at 1 (it increments before the first
   segment); this simulator starts at 0 — a decoder must only check continuity modulo 64.
 * Observation header: Observation Class Type u8 (1 numeric, 2 simple discrete, 3 string, 4 sample
@@ -53,7 +53,7 @@ implements GHS 1.0 and cross-checked between them; where sources disagree it say
 * Health Sensor Features: Flags u8 (0 = no device specializations list), Supported Observation
   Types count u8, then each type u32 — ST ``GHS_APP_UpdateFeature``.
 
-The live ECG observation sent by the simulator (brief H4): class 4, flags 0x0003 (type and
+The live ECG observation sent by the simulator: class 4, flags 0x0003 (type and
 timestamp), MDC_ECG_ELEC_POTL_II, timestamp of the first sample (1 ms resolution, local time,
 current timeline; sync source 7 until the Current Time is written, 4 afterwards), unit mV, scale
 0.005 mV (FLOAT 0xFD000005), offset -163.84 mV (FLOAT 0xFEFFC000, so sample 32768 = 0 mV), period

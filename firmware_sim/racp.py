@@ -2,7 +2,7 @@
 responses.
 
 Values from the Bluetooth SIG Glucose Service v1.0 §3.7 (the RACP that the Blood Pressure Service
-v1.1 and PLXS reuse) and DESIGN.md §4: op codes 1 report stored records, 2 delete stored records,
+v1.1 and PLXS reuse; docs/standards.md): op codes 1 report stored records, 2 delete stored records,
 3 abort operation, 4 report number of stored records, 5 number of stored records response, 6
 response code; operators 0 null, 1 all, 2 ≤, 3 ≥, 4 within range, 5 first, 6 last; filter type
 0x01 = sequence number (u16), 0x02 = user facing time (Date Time, 7 bytes; device-local, naive);

@@ -13,7 +13,6 @@ import abc
 import asyncio
 import contextlib
 import datetime as dt
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
@@ -34,30 +33,29 @@ from bumble.hci import Address, OwnAddressType
 from bumble.transport.common import TransportSink, TransportSource
 
 from firmware_sim import characteristics as ch
+from firmware_sim.bluetooth import (
+    AD_APPEARANCE,
+    AD_COMPLETE_16_BIT_UUIDS,
+    AD_COMPLETE_LOCAL_NAME,
+    AD_FLAGS,
+    AD_FLAGS_LE_GENERAL_NO_BREDR,
+    ATT_INVALID_ATTRIBUTE_LENGTH,
+    ATT_OUT_OF_RANGE,
+    ATT_VALUE_NOT_SUPPORTED,
+    LEGACY_ADVERTISING_MAX,
+    ad_structure,
+    uuid16,
+)
 from firmware_sim.clock import DeviceClock
-from firmware_sim.scenarios import FaultSettings, Scenario, Timeline
+from firmware_sim.faults import CORRUPTION_COUNTERS, Builder, Corruption, PacketFaults
+from firmware_sim.scenarios import Scenario, Timeline
 
 logger = logging.getLogger(__name__)
 
-# -- Vendor "start measurement now" service (brief H4; device profiles, gateway measure-on-demand)
+# -- Vendor "start measurement now" service: what device_profiles/*.toml name for measure-on-demand
 VENDOR_SERVICE: Final = "9a1c0001-5b3e-4f6a-8d2c-7e4b1f0a9c01"
 VENDOR_START_MEASUREMENT: Final = "9a1c0002-5b3e-4f6a-8d2c-7e4b1f0a9c01"
 VENDOR_START: Final = b"\x01"
-
-# -- ATT error codes (Core Specification Supplement Part B §1.4; ATT §3.4.1.1) ------------------
-ATT_INVALID_ATTRIBUTE_LENGTH: Final = 0x0D
-ATT_VALUE_NOT_SUPPORTED: Final = 0x80  # first application error code
-ATT_CCCD_IMPROPERLY_CONFIGURED: Final = 0xFD
-ATT_PROCEDURE_ALREADY_IN_PROGRESS: Final = 0xFE
-ATT_OUT_OF_RANGE: Final = 0xFF
-
-# -- Advertising data types (Core Specification Supplement Part A §1) ----------------------------
-AD_FLAGS: Final = 0x01
-AD_COMPLETE_16_BIT_UUIDS: Final = 0x03
-AD_COMPLETE_LOCAL_NAME: Final = 0x09
-AD_APPEARANCE: Final = 0x19
-AD_FLAGS_LE_GENERAL_NO_BREDR: Final = 0x06
-LEGACY_ADVERTISING_MAX: Final = 31
 
 NAME_SUFFIX_DIGITS: Final = 4  # "Bedside BP 1C83": the address's last four hex digits
 SERIAL_SUFFIX_DIGITS: Final = 6  # "BS-BP300-A41C83": its last six
@@ -70,20 +68,6 @@ MANUFACTURER: Final = "Bedside Devices (simulated)"
 HARDWARE_REVISION: Final = "rev C"
 FIRMWARE_REVISION: Final = "1.4.2 (Zephyr 3.7.0, bedside-sim)"
 SOFTWARE_REVISION: Final = "bedside-sim 0.1.0"
-
-
-def uuid16(value: int) -> UUID:
-    return UUID.from_16_bits(value)
-
-
-class Corruption(enum.Enum):
-    """What fault injection did to one measurement packet."""
-
-    NONE = "none"
-    TRUNCATED = "truncated"
-    WRONG_FLAGS = "wrong_flags"
-    NAN = "nan"
-    NRES = "nres"
 
 
 @dataclass(slots=True)
@@ -112,41 +96,6 @@ class SensorStats:
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
-
-
-_CORRUPTION_COUNTERS: Final = {
-    Corruption.TRUNCATED: "truncated",
-    Corruption.WRONG_FLAGS: "wrong_flags",
-    Corruption.NAN: "nan_values",
-    Corruption.NRES: "nres_values",
-}
-
-
-class PacketFaults:
-    """Chooses the corruption of the Nth measurement packet (first matching rule wins)."""
-
-    def __init__(self, settings: FaultSettings) -> None:
-        self._rules = [
-            (every, corruption)
-            for every, corruption in (
-                (settings.truncate_every, Corruption.TRUNCATED),
-                (settings.wrong_flags_every, Corruption.WRONG_FLAGS),
-                (settings.nan_every, Corruption.NAN),
-                (settings.nres_every, Corruption.NRES),
-            )
-            if every is not None
-        ]
-        self._count = 0
-
-    def next(self) -> Corruption:
-        self._count += 1
-        for every, corruption in self._rules:
-            if self._count % every == 0:
-                return corruption
-        return Corruption.NONE
-
-
-Builder = Callable[[Corruption], tuple[bytes, Corruption]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +405,7 @@ class Sensor(abc.ABC):
         value, applied = build(self._faults.next())
         sent = await (self.indicate if indicate else self.notify)(characteristic, value)
         if sent and applied is not Corruption.NONE:
-            counter = _CORRUPTION_COUNTERS[applied]
+            counter = CORRUPTION_COUNTERS[applied]
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         return sent
 
@@ -467,16 +416,16 @@ class Sensor(abc.ABC):
     def advertising_data(self) -> bytes:
         uuids = b"".join(u.to_bytes(2, "little") for u in self.advertised_services())
         data = (
-            _ad(AD_FLAGS, bytes([AD_FLAGS_LE_GENERAL_NO_BREDR]))
-            + _ad(AD_COMPLETE_16_BIT_UUIDS, uuids)
-            + _ad(AD_COMPLETE_LOCAL_NAME, self.name.encode())
+            ad_structure(AD_FLAGS, bytes([AD_FLAGS_LE_GENERAL_NO_BREDR]))
+            + ad_structure(AD_COMPLETE_16_BIT_UUIDS, uuids)
+            + ad_structure(AD_COMPLETE_LOCAL_NAME, self.name.encode())
         )
         if len(data) > LEGACY_ADVERTISING_MAX:
             raise ValueError(f"{self.name}: advertising data {len(data)} bytes > 31")
         return data
 
     def scan_response_data(self) -> bytes:
-        return _ad(AD_APPEARANCE, self.APPEARANCE.to_bytes(2, "little"))
+        return ad_structure(AD_APPEARANCE, self.APPEARANCE.to_bytes(2, "little"))
 
     async def _start_advertising(self) -> None:
         interval = self.scenario.advertising_interval_ms
@@ -631,7 +580,3 @@ class Sensor(abc.ABC):
                 self.stats.burst_notifications += sent
 
         await self.periodic(every, burst, phase=self._index * 0.37)
-
-
-def _ad(ad_type: int, data: bytes) -> bytes:
-    return bytes((len(data) + 1, ad_type)) + data
