@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from bumble import gatt
@@ -37,17 +38,29 @@ def model_rng(context: SensorContext, model: str) -> random.Random:
     return random.Random(f"{context.seed}:{model}:{context.index}")  # noqa: S311
 
 
+@dataclass(frozen=True, slots=True)
+class Waveform:
+    """What every live observation of a waveform says besides its samples (FLOATs as words)."""
+
+    observation_type: int  # MDC code
+    unit: int  # MDC dimension
+    scale_factor: int
+    offset: int
+    sample_rate_hz: int
+
+
 class GhsLive:
     """A GHS service with live observations of one sample-array type (ECG lead II, pleth)."""
 
-    def __init__(self, sensor: Sensor, observation_types: Sequence[int]) -> None:
+    def __init__(self, sensor: Sensor, waveform: Waveform) -> None:
         self._sensor = sensor
+        self.waveform = waveform
         self.live = False
         self._counter = 0
         self.features = sensor.characteristic(
             ghs.HEALTH_SENSOR_FEATURES,
             Properties.READ | Properties.INDICATE,
-            ghs.health_sensor_features(observation_types),
+            ghs.health_sensor_features([waveform.observation_type]),
         )
         self.observations = sensor.characteristic(
             ghs.LIVE_HEALTH_OBSERVATIONS, Properties.NOTIFY | Properties.INDICATE
@@ -75,11 +88,22 @@ class GhsLive:
     def reset(self) -> None:
         self.live = False
 
-    async def send(self, observation_type: int, timestamp: bytes, value: ghs.SampleArray) -> None:
+    async def send(self, when: dt.datetime, samples: Sequence[int]) -> None:
+        """One observation of ``samples`` (raw sample values), the first taken at ``when`` (device
+        clock), when the central started live observations."""
         sensor = self._sensor
         if not self.live or not sensor.subscribed_any(self.observations):
             return
-        observation = ghs.sample_array_observation(observation_type, timestamp, value)
+        waveform = self.waveform
+        value = ghs.SampleArray(
+            unit=waveform.unit,
+            scale_factor=waveform.scale_factor,
+            offset=waveform.offset,
+            scale_period=ghs.period_word(waveform.sample_rate_hz),
+            samples=samples,
+        )
+        timestamp = ghs_timestamp(sensor.clock, when)
+        observation = ghs.sample_array_observation(waveform.observation_type, timestamp, value)
         segments, self._counter = ghs.segment(observation, sensor.att_mtu, self._counter)
         for payload in segments:
             if not await sensor.send_or_notify(self.observations, payload):

@@ -23,8 +23,8 @@ from firmware_sim.devices.common import (
     GhsLive,
     Loop,
     Properties,
+    Waveform,
     clamp_u16,
-    ghs_timestamp,
     model_rng,
 )
 from firmware_sim.encoding import float32
@@ -69,7 +69,16 @@ class EcgSensor(Sensor):
         control = self.characteristic(
             ch.HR_CONTROL_POINT, Properties.WRITE, write=self._on_hr_control_point
         )
-        self.ghs = GhsLive(self, [ghs.MDC_ECG_ELEC_POTL_II])
+        self.ghs = GhsLive(
+            self,
+            Waveform(
+                ghs.MDC_ECG_ELEC_POTL_II,
+                ghs.MDC_DIM_MILLI_VOLT,
+                ECG_SCALE_FACTOR,
+                ECG_OFFSET,
+                self._settings.sample_rate_hz,
+            ),
+        )
         return [
             gatt.Service(uuid16(0x180D), [self.heart_rate, location, control]),
             self.ghs.service,
@@ -121,17 +130,7 @@ class EcgSensor(Sensor):
         if heart_rate:  # nothing to report before the first beat was detected
             await self.send_measurement(self.heart_rate, build, indicate=False)
         when = self.clock.at(self._start_time_of(start))
-        await self.ghs.send(
-            ghs.MDC_ECG_ELEC_POTL_II,
-            ghs_timestamp(self.clock, when),
-            ghs.SampleArray(
-                unit=ghs.MDC_DIM_MILLI_VOLT,
-                scale_factor=ECG_SCALE_FACTOR,
-                offset=ECG_OFFSET,
-                scale_period=ghs.period_word(self._settings.sample_rate_hz),
-                samples=[clamp_u16(mv / ECG_SCALE_MV + ECG_MID_SCALE) for mv in samples],
-            ),
-        )
+        await self.ghs.send(when, [clamp_u16(mv / ECG_SCALE_MV + ECG_MID_SCALE) for mv in samples])
 
     def _start_time_of(self, sim_time: float) -> float:
         return self._start_time + sim_time

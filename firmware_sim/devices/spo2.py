@@ -19,8 +19,8 @@ from firmware_sim.devices.common import (
     GhsLive,
     Loop,
     Properties,
+    Waveform,
     clamp_u16,
-    ghs_timestamp,
     model_rng,
 )
 from firmware_sim.encoding import SFLOAT_NAN, SFLOAT_NRES, float32, sfloat, sfloat_of
@@ -65,7 +65,16 @@ class Spo2Sensor(Sensor):
             gatt.Service(uuid16(0x1822), [self.spot_check, self.continuous, features]),
             self.vendor_service(),
         ]
-        self.ghs = GhsLive(self, [ghs.MDC_PULS_OXIM_PLETH])
+        self.ghs = GhsLive(
+            self,
+            Waveform(
+                ghs.MDC_PULS_OXIM_PLETH,
+                ghs.MDC_DIM_DIMLESS,
+                PLETH_SCALE,
+                PLETH_OFFSET,
+                self._settings.pleth_rate_hz,
+            ),
+        )
         if self._settings.pleth:
             services.append(self.ghs.service)
         return services
@@ -132,17 +141,7 @@ class Spo2Sensor(Sensor):
         await self.send_measurement(self.continuous, build, indicate=False)
         if self._settings.pleth:
             when = self.clock.at(self._start_time + start)
-            await self.ghs.send(
-                ghs.MDC_PULS_OXIM_PLETH,
-                ghs_timestamp(self.clock, when),
-                ghs.SampleArray(
-                    unit=ghs.MDC_DIM_DIMLESS,
-                    scale_factor=PLETH_SCALE,
-                    offset=PLETH_OFFSET,
-                    scale_period=ghs.period_word(self._settings.pleth_rate_hz),
-                    samples=[clamp_u16(v) for v in pleth],
-                ),
-            )
+            await self.ghs.send(when, [clamp_u16(v) for v in pleth])
 
     async def _spot_check(self) -> None:
         spo2, pulse, pai = self._ppg.reading(self.sim_time())
