@@ -9,7 +9,7 @@ validate-and-dump. Goal: hot path ≥ 10× the baseline rate.
 Traffic (one simulated minute, repeated): Heart Rate 0x2A37 at 1 Hz with RR intervals, PLX
 Continuous 0x2A5F at 1 Hz, one ECG lead II strip per second (1 s at 250 Hz, GHS Live Health
 Observations 0x2B8B, segmented for an ATT_MTU of 247), a Blood Pressure Measurement 0x2A35 per
-minute and a Temperature Measurement 0x2A1C every 30 s. Byte layouts: DESIGN.md §4 (the GHS
+minute and a Temperature Measurement 0x2A1C every 30 s. Byte layouts: docs/standards.md (the GHS
 strip is built with gateway.ieee11073.ghs). A kind without a codec in this tree is left out and
 named in ``notes``.
 
@@ -83,12 +83,12 @@ def heart_rate(second: int) -> bytes:
 
 
 def plx_continuous(second: int) -> bytes:
-    # DESIGN §4 PLX Continuous: flags u8 (0: no optional fields), SpO2, PR (SFLOAT).
+    # docs/standards.md PLX Continuous: flags u8 (0: no optional fields), SpO2, PR (SFLOAT).
     return b"\x00" + _sfloat(str(96 + second % 3)) + _sfloat(str(70 + second % 4))
 
 
 def blood_pressure(second: int) -> bytes:
-    # DESIGN §4 Blood Pressure Measurement: flags 0x1E (time stamp, pulse, user, status),
+    # docs/standards.md Blood Pressure Measurement: flags 0x1E (time stamp, pulse, user, status),
     # systolic, diastolic, MAP, Date Time, pulse, user id, status u16.
     return (
         b"\x1e"
@@ -103,7 +103,7 @@ def blood_pressure(second: int) -> bytes:
 
 
 def temperature(second: int) -> bytes:
-    # DESIGN §4 Temperature Measurement: flags 0x06 (time stamp, type), FLOAT °C, Date Time,
+    # docs/standards.md Temperature Measurement: flags 0x06 (time stamp, type), FLOAT °C, Date Time,
     # type 1 (armpit).
     return b"\x06" + bytes(Float.from_decimal("36.85")) + _date_time(second) + b"\x01"
 

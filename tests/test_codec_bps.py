@@ -24,7 +24,7 @@ from gateway.ieee11073.measurement import Condition, Measurement
 from gateway.ieee11073.numbers import SFloat, Special
 from tests.codec_checks import decodes_exactly_or_rejects, near_length
 
-# MDC codes spelled out here so that the test checks the codec's constants (DESIGN.md §4 table;
+# MDC codes spelled out here so that the test checks the codec's constants (docs/standards.md table;
 # MDC_PRESS_CUFF = 2::19228 from IEEE 11073-10101).
 BP_COMPOUND, BP_SYS, BP_DIA, BP_MEAN = 150020, 150021, 150022, 150023
 PULSE_NIBP, PRESS_CUFF = 149546, 150300
@@ -36,7 +36,7 @@ APRIL_17 = DateTime(0, 4, 17, 20, 41, 59)  # the vectors' time stamp: year not k
 
 # -- published vectors --------------------------------------------------------------------------
 
-# DESIGN.md §4, identical to Nordic Android-BLE-Common-Library
+# docs/standards.md, identical to Nordic Android-BLE-Common-Library
 # ble-common/src/test/.../callback/bps/BloodPressureMeasurementDataCallbackTest.java
 # (onBloodPressureMeasurementReceived_full).
 BPM_FULL = bytes.fromhex("1E 8A 00 58 00 78 00 00 00 04 11 14 29 3B 3C 00 01 27 00")
@@ -137,7 +137,7 @@ def test_intermediate_cuff_pressure_vectors(
 
 
 def test_design_vector_reads_as_documented() -> None:
-    # DESIGN.md §4: 138/88/120 mmHg, date with unknown year, pulse 60, user 1, status 0x0027.
+    # docs/standards.md: 138/88/120 mmHg, date with unknown year, pulse 60, user 1, status 0x0027.
     value = BloodPressureMeasurement.from_bytes(BPM_FULL)
     assert [float(v) for v in (value.systolic, value.diastolic, value.mean_arterial_pressure)] == [
         138.0,

@@ -391,9 +391,9 @@ def test_ecg_lead_ii_is_an_exact_sample_array() -> None:
 
 
 def test_samples_are_unsigned() -> None:
-    # Module docstring: no source states signedness; IEEE 11073 samples are unsigned by default.
-    # The simulator brief asks for int16 samples: with offset 0 a -100 µV sample would come out
-    # as 65436 here. This test pins the choice so that changing it is deliberate.
+    # gateway/ieee11073/ghs/values.py: no source states signedness; IEEE 11073 samples are
+    # unsigned by default. A sender of int16 samples with offset 0 would see a -100 µV sample come
+    # out as 65436 here. This test pins the choice so that changing it is deliberate.
     assert sample_range(2) == (0, 0xFFFF)
     data = bytes(dataclasses.replace(ECG, value=dataclasses.replace(ECG_VALUE, samples=(0xFF9C,))))
     decoded = decode_observation(data)

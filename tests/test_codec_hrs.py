@@ -21,7 +21,7 @@ from gateway.ieee11073.hrs import (
 from gateway.ieee11073.measurement import Condition, Measurement
 from gateway.ieee11073.numbers import Float
 
-# DESIGN.md §4 vectors.
+# docs/standards.md vectors.
 VECTORS = [
     ("0055", HeartRateMeasurement(85)),
     ("04FF", HeartRateMeasurement(255, SensorContact.NOT_DETECTED)),

@@ -21,7 +21,7 @@ from gateway.ieee11073.measurement import Measurement
 from gateway.ieee11073.numbers import Float, Special
 from tests.codec_checks import decodes_exactly_or_rejects, near_length
 
-# MDC codes spelled out so that the test checks the codec's constants (DESIGN.md §4).
+# MDC codes spelled out so that the test checks the codec's constants (docs/standards.md).
 TEMP_BODY, DEGC, FAHR = 150364, 6048, 4416
 
 Cls = type[TemperatureMeasurement] | type[IntermediateTemperature]

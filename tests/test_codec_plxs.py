@@ -23,7 +23,7 @@ from gateway.ieee11073.plxs import (
 )
 from tests.codec_checks import decodes_exactly_or_rejects, near_length
 
-# MDC codes spelled out so that the test checks the codec's constants: DESIGN.md §4 table;
+# MDC codes spelled out so that the test checks the codec's constants: docs/standards.md table;
 # MDC_PULS_OXIM_PERF_REL 2::19376 and MDC_MODALITY_FAST/SLOW/SPOT 2::19508/19512/19516 from the
 # IEEE 11073-10101 tables (SPOT = 150588 as in HL7 PHD IG input/examples/numeric-spotnumeric.json).
 SPO2, PULSE_OXIM, PERF_REL = 150456, 149530, 150448
@@ -53,7 +53,7 @@ CONTINUOUS_FULL = bytes(
 )
 
 CONTINUOUS_VECTORS = [
-    # DESIGN.md §4 and SpeziBluetooth PLXTests.testVerySimpleMeasurementCoding (decoding side).
+    # docs/standards.md and SpeziBluetooth PLXTests.testVerySimpleMeasurementCoding (decoding side).
     pytest.param(
         bytes.fromhex("00 64 00 5A 00"),
         PlxContinuousMeasurement(SFloat(100, 0), SFloat(90, 0)),
@@ -108,7 +108,7 @@ def test_spot_check_vector() -> None:
 
 
 def test_spot_check_minimal() -> None:
-    # The DESIGN.md §4 SpO2/PR pair as a spot check without optional fields.
+    # The docs/standards.md SpO2/PR pair as a spot check without optional fields.
     data = bytes.fromhex("00 64 00 5A 00")
     assert PlxSpotCheckMeasurement.from_bytes(data) == PlxSpotCheckMeasurement(
         SFloat(100, 0), SFloat(90, 0)
@@ -116,7 +116,7 @@ def test_spot_check_minimal() -> None:
 
 
 def test_same_value_different_precision() -> None:
-    # DESIGN.md §4 keeps the exponent: 100 and 100.0 decode to different values.
+    # docs/standards.md keeps the exponent: 100 and 100.0 decode to different values.
     design = PlxContinuousMeasurement.from_bytes(bytes.fromhex("00 64 00 5A 00"))
     spezi = PlxContinuousMeasurement.from_bytes(bytes([0, 232, 243, 132, 243]))
     assert design != spezi
@@ -218,7 +218,7 @@ def test_measurements_spot_check_clock_not_set() -> None:
     )
 
 
-# PLXS Measurement Status bits 5-15 → MeasurementStatus (brief H1 / DESIGN.md §4).
+# PLXS Measurement Status bits 5-15 → MeasurementStatus (docs/standards.md).
 @pytest.mark.parametrize(
     ("bit", "expected"),
     [

@@ -16,7 +16,7 @@ RECEIVED = dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
 
 
 def test_decode_fhir_prints_a_valid_collection_bundle() -> None:
-    # DESIGN §4 Heart Rate vector `1E 55 32 00 21 00`: 85 /min and one RR interval.
+    # docs/standards.md Heart Rate vector `1E 55 32 00 21 00`: 85 /min and one RR interval.
     result = CliRunner().invoke(
         app, ["decode", "--char", "2A37", "--hex", "1E5532002100", "--fhir"]
     )

@@ -1,4 +1,4 @@
-"""The FHIR code table (gateway/fhir/codes.toml) against DESIGN.md §4 and the PHD IG."""
+"""The FHIR code table (gateway/fhir/codes.toml) against docs/standards.md and the PHD IG."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ CTX = MappingContext(
     dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
 )
 
-# DESIGN.md §4 "PHD IG mapping" table: MDC code → (LOINC codes, UCUM unit, MDC unit).
-DESIGN_TABLE = [
+# docs/standards.md "PHD IG mapping" table: MDC code → (LOINC codes, UCUM unit, MDC unit).
+STANDARDS_TABLE = [
     (mdc.MDC_ECG_HEART_RATE, ["8867-4"], "/min", mdc.MDC_DIM_BEAT_PER_MIN),
     (mdc.MDC_PULS_OXIM_PULS_RATE, ["8867-4"], "/min", mdc.MDC_DIM_BEAT_PER_MIN),
     (mdc.MDC_PULS_RATE_NON_INV, ["8867-4"], "/min", mdc.MDC_DIM_BEAT_PER_MIN),
@@ -51,7 +51,7 @@ def _codings(resource: dict[str, object], system: str) -> list[str]:
     return [c["code"] for c in code["coding"] if c["system"] == system]
 
 
-@pytest.mark.parametrize(("type_code", "loinc", "ucum", "unit"), DESIGN_TABLE)
+@pytest.mark.parametrize(("type_code", "loinc", "ucum", "unit"), STANDARDS_TABLE)
 def test_design_table_codes_and_units(
     type_code: int, loinc: list[str], ucum: str, unit: int
 ) -> None:
@@ -117,7 +117,7 @@ def test_pleth_waveform_is_unitless() -> None:
 @pytest.mark.parametrize(
     ("unit", "ucum"),
     [
-        # DESIGN §4 (and brief H3): the UCUM units the gateway emits.
+        # docs/standards.md: the UCUM units the gateway emits.
         (mdc.MDC_DIM_BEAT_PER_MIN, "/min"),
         (mdc.MDC_DIM_PERCENT, "%"),
         (mdc.MDC_DIM_MMHG, "mm[Hg]"),
@@ -133,7 +133,7 @@ def test_units(unit: int, ucum: str) -> None:
 
 
 def test_thermometer_body_sites_all_have_snomed_codes() -> None:
-    # HTS Temperature Type keys as the hts codec emits them (brief H3).
+    # HTS Temperature Type keys as the hts codec emits them.
     keys = ["armpit", "body", "ear", "finger", "gi-tract", "mouth", "rectum", "toe", "tympanum"]
     sites = code_table().body_sites
     assert all(sites[k].coding.system == "http://snomed.info/sct" for k in keys)

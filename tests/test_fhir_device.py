@@ -127,7 +127,7 @@ def test_gateway_device() -> None:
         "profile": ["http://hl7.org/fhir/uv/phd/StructureDefinition/PhgDevice"]
     }
     assert device["identifier"] == [_sysid("EC-DE-3D-4E-58-53-2D-31")]
-    # PhgDevice type.coding[MDCType] = 531981 (DESIGN §4: gateway Device type MDC 531981).
+    # PhgDevice type.coding[MDCType] = 531981 (docs/standards.md: gateway Device type MDC 531981).
     assert device["type"]["coding"] == [
         {"system": MDC, "code": "531981", "display": "MDC_MOC_VMS_MDS_AHD"}
     ]

@@ -39,7 +39,8 @@ TS = DateTime(2025, 3, 4, 4, 59, 30)
 
 
 def _mix() -> list[Measurement]:
-    # DESIGN §4 Heart Rate vector `1E 55 32 00 21 00` plus hand-built measurements of each kind.
+    # The docs/standards.md Heart Rate vector `1E 55 32 00 21 00` plus hand-built measurements of
+    # each kind.
     hr = HeartRateMeasurement.from_bytes(bytes.fromhex("1E5532002100")).measurements()
     return [
         *hr,

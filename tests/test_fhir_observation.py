@@ -84,7 +84,7 @@ def one(m: Measurement, ctx: MappingContext = CTX) -> dict[str, Any]:
 
 
 def test_heart_rate_vector_maps_to_the_whole_observation() -> None:
-    # DESIGN §4 Heart Rate vector `1E 55 32 00 21 00`: 85 /min, contact detected, EE 50 kJ,
+    # docs/standards.md Heart Rate vector `1E 55 32 00 21 00`: 85 /min, contact detected, EE 50 kJ,
     # RR 33/1024 s (= 32.2 ms).
     hr, rr = observations(
         *HeartRateMeasurement.from_bytes(bytes.fromhex("1E5532002100")).measurements()
@@ -126,8 +126,8 @@ def test_heart_rate_vector_maps_to_the_whole_observation() -> None:
 
 
 def test_blood_pressure_compound_with_conditions() -> None:
-    # DESIGN §4 Blood Pressure vector: 138/88/120 mmHg, pulse 60, status 0x0027 = body movement,
-    # cuff too loose, irregular pulse, improper position; here with a complete date.
+    # docs/standards.md Blood Pressure vector: 138/88/120 mmHg, pulse 60, status 0x0027 = body
+    # movement, cuff too loose, irregular pulse, improper position; here with a complete date.
     ts = DateTime(2024, 4, 17, 20, 41, 59)
     conditions = frozenset(
         {
@@ -253,7 +253,7 @@ def test_pulse_rate_conditions_above_and_below_range() -> None:
 
 
 def test_sensor_contact_not_detected_is_a_leadwire_loss_event() -> None:
-    # DESIGN §4 vector `04 FF`: 255 /min, contact supported but not detected.
+    # docs/standards.md vector `04 FF`: 255 /min, contact supported but not detected.
     hr, bits = observations(*HeartRateMeasurement.from_bytes(bytes.fromhex("04FF")).measurements())
     assert hr["valueQuantity"]["value"] == Decimal(255)
     assert bits["component"] == [
@@ -360,7 +360,8 @@ def test_float_precision_reaches_the_json_text(raw: int, text: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "text"),
     [
-        # PHD IG STU2 FLOATS.md, SFLOAT table; DESIGN §4: 0xF014 = 2.0, 0xE0C8 = 2.00, 0x1002 = 20.
+        # PHD IG STU2 FLOATS.md, SFLOAT table; docs/standards.md: 0xF014 = 2.0, 0xE0C8 = 2.00,
+        # 0x1002 = 20.
         (0x0002, "2"),
         (0xF014, "2.0"),
         (0xE0C8, "2.00"),
@@ -383,7 +384,7 @@ def test_sfloat_precision_reaches_the_json_text(raw: int, text: str) -> None:
 @pytest.mark.parametrize(
     ("special", "code", "display"),
     [
-        # DESIGN §4 special values table; PHD IG FLOATS.md "Special FLOAT and SFLOAT Values".
+        # docs/standards.md special values; PHD IG FLOATS.md "Special FLOAT and SFLOAT Values".
         (Special.NAN, "not-a-number", "Not a Number (NaN)"),
         (Special.NRES, "error", "Error"),
         (Special.POSITIVE_INFINITY, "positive-infinity", "Positive Infinity (PINF)"),
@@ -615,7 +616,8 @@ def test_receive_time_keeps_its_offset_and_fraction() -> None:
 @pytest.mark.parametrize(
     ("timestamp", "compact"),
     [
-        (DateTime(0, 4, 17, 20, 41, 59), "00000417204159.00"),  # DESIGN §4 BP vector: year unknown
+        # The docs/standards.md BP vector: year unknown.
+        (DateTime(0, 4, 17, 20, 41, 59), "00000417204159.00"),
         (DateTime(2024, 2, 31, 1, 2, 3), "20240231010203.00"),  # complete but impossible
     ],
 )

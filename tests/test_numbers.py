@@ -13,7 +13,7 @@ from gateway.errors import DecodeError
 from gateway.ieee11073.datetime import DateTime
 from gateway.ieee11073.numbers import Float, SFloat, Special
 
-# IEEE 11073-20601 §F.8 table F.2 (reproduced in DESIGN.md §4): the reserved special values.
+# IEEE 11073-20601 §F.8 table F.2 (reproduced in docs/standards.md): the reserved special values.
 SPECIALS = [
     (Special.NAN, 0x07FF, 0x007FFFFF),
     (Special.NRES, 0x0800, 0x00800000),
@@ -62,7 +62,7 @@ def test_special_mantissa_with_nonzero_exponent_is_a_number() -> None:
     assert Float.from_raw(0x017FFFFF) == Float(0x7FFFFF, 1)
 
 
-# DESIGN.md §4 examples (IEEE 11073-20601 §F.8; 0xF014 and 0xE0C8 from the PHD IG "MDER FLOATs
+# docs/standards.md examples (IEEE 11073-20601 §F.8; 0xF014 and 0xE0C8 from the PHD IG "MDER FLOATs
 # and SFLOATs" page).
 @pytest.mark.parametrize(
     ("raw", "expected", "decimal"),

@@ -2,8 +2,8 @@
 
 This is exactly what the gateway's BLE layer does: scan, connect, exchange the MTU, discover,
 read, write, subscribe and receive notifications and indications. Characteristic layouts are
-checked against the SIG specs' fields (DESIGN.md §4) and, where the gateway already has a codec,
-decoded with it (a second, independent implementation).
+checked against the SIG specs' fields (docs/standards.md) and, where the gateway already has a
+codec, decoded with it (a second, independent implementation).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The simulator's firmware-side encoders: numbers, Date Time and characteristic payloads.
 
-Vectors from DESIGN.md §4 (which quotes the SIG specs' examples) and the IEEE 11073-20601 §F.8
+Vectors from docs/standards.md (which quotes the SIG specs' examples) and the IEEE 11073-20601 §F.8
 special values; the gateway's own decoders (``gateway.ieee11073``, a second implementation) read
 the simulator's bytes back where they exist already.
 """
@@ -25,9 +25,9 @@ from gateway.ieee11073.numbers import Float, SFloat, Special
 @pytest.mark.parametrize(
     ("mantissa", "exponent", "word"),
     [
-        (20, -1, 0xF014),  # DESIGN §4: 2.0
-        (200, -2, 0xE0C8),  # DESIGN §4: 2.00
-        (2, 1, 0x1002),  # DESIGN §4: 20
+        (20, -1, 0xF014),  # docs/standards.md: 2.0
+        (200, -2, 0xE0C8),  # docs/standards.md: 2.00
+        (2, 1, 0x1002),  # docs/standards.md: 20
         (-1, 0, 0x0FFF),
         (2045, 0, 0x07FD),
         (-2045, 7, 0x7803),
@@ -38,7 +38,7 @@ def test_sfloat_words(mantissa: int, exponent: int, word: int) -> None:
 
 
 def test_float_word_design_vector() -> None:
-    assert enc.float32(20, -1) == 0xFF000014  # DESIGN §4: FLOAT 2.0
+    assert enc.float32(20, -1) == 0xFF000014  # docs/standards.md: FLOAT 2.0
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_date_time_rejects_year_out_of_range() -> None:
         enc.date_time(dt.datetime(1000, 1, 1))  # noqa: DTZ001
 
 
-# -- Heart Rate (DESIGN §4 vectors, decoded by gateway.ieee11073.hrs) ----------------------------
+# -- Heart Rate (docs/standards.md vectors, decoded by gateway.ieee11073.hrs) -------------------
 def test_heart_rate_vectors() -> None:
     assert ch.heart_rate_measurement(85, contact=None) == bytes.fromhex("0055")
     assert ch.heart_rate_measurement(255, contact=False) == bytes.fromhex("04ff")
@@ -153,7 +153,7 @@ def test_wrong_flag_heart_rate_announces_missing_rr() -> None:
     assert raw == bytes.fromhex("1646")  # contact + RR announced, no RR bytes
 
 
-# -- Blood Pressure (DESIGN §4 vector) -----------------------------------------------------------
+# -- Blood Pressure (docs/standards.md vector) --------------------------------------------------
 def test_blood_pressure_design_vector() -> None:
     raw = ch.blood_pressure_measurement(
         enc.sfloat(138),
@@ -164,8 +164,8 @@ def test_blood_pressure_design_vector() -> None:
         user_id=1,
         status=0x0027,
     )
-    # The DESIGN vector carries a Date Time with year 0 ("unknown"), which the firmware encoder
-    # never produces; compare everything but the timestamp and check the flags announce it.
+    # The docs/standards.md vector carries a Date Time with year 0 ("unknown"), which the firmware
+    # encoder never produces; compare everything but the timestamp and check the flags announce it.
     vector = bytes.fromhex("1e8a00580078000000041114293b3c00012700")
     assert raw[0] | ch.BloodPressureFlag.TIMESTAMP == vector[0]
     assert raw[1:7] == vector[1:7]
@@ -195,7 +195,7 @@ def test_wrong_flag_blood_pressure_omits_the_announced_pulse() -> None:
     assert wrong == full[:7] + full[9:]
 
 
-# -- Pulse oximeter (DESIGN §4 vector) -----------------------------------------------------------
+# -- Pulse oximeter (docs/standards.md vector) --------------------------------------------------
 def test_plx_vectors() -> None:
     assert ch.plx_spot_check(enc.sfloat(100), enc.sfloat(90)) == bytes.fromhex("006400 5a00")
     assert ch.plx_continuous(enc.sfloat(100), enc.sfloat(90)) == bytes.fromhex("0064005a00")

@@ -1,7 +1,7 @@
 """The simulator's RACP request parser, record selection and responses.
 
 Op codes, operators, filter type and response codes: Bluetooth SIG Glucose Service v1.0 §3.7
-(the RACP the Blood Pressure Service v1.1 reuses) and DESIGN.md §4.
+(the RACP the Blood Pressure Service v1.1 reuses) and docs/standards.md.
 """
 
 from __future__ import annotations
