@@ -232,9 +232,11 @@ def demo(
 def _register_subcommands() -> None:
     from gateway.assistant.commands import register as register_assistant
     from gateway.forward.commands import register as register_forwarding
+    from gateway.hospital.commands import register as register_hospital
     from gateway.rag.commands import register as register_rag
 
     register_forwarding(app)
+    register_hospital(app)
     register_rag(app)
     register_assistant(app)
 

@@ -4,10 +4,10 @@ Test modules bind the fixtures they use by assignment (``broker = fixtures_mqtt.
 registers them with pytest without a conftest.
 
 - Data: realistic PHD Observations (heart rate, ``Decimal`` values) and transaction Bundles with
-  ``ifNoneExist`` on the PHD identifier, as gateway.fhir builds them (DESIGN.md §4).
+  ``ifNoneExist`` on the PHD identifier, as gateway.fhir builds them (docs/standards.md).
 - TLS: a CA, a server certificate for 127.0.0.1/localhost and a client certificate, generated with
   ``cryptography`` per test session.
-- mosquitto: a private broker from :mod:`gateway.forward.mosquitto`, plain, TLS or mTLS.
+- mosquitto: a private broker from :mod:`tests.mosquitto`, plain, TLS or mTLS.
 - FHIR endpoint: an aiohttp TLS server whose answers are scripted (500, 429, 412, hang …).
 """
 
@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.forward.mosquitto import BrokerTls, Mosquitto
 from gateway.forward.signing import Signer, SigningKey
 from gateway.store.models import ObservationRecord
+from tests.mosquitto import BrokerTls, Mosquitto
 
 PHD_SYSTEM = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
 DEVICE = "C0:FF:EE:00:00:01"
@@ -94,7 +94,7 @@ def record(
 
 
 def transaction_bundle(observations: list[dict[str, Any]]) -> dict[str, Any]:
-    """A transaction Bundle: POST with ifNoneExist on the PHD identifier (DESIGN.md §4)."""
+    """A transaction Bundle: POST with ifNoneExist on the PHD identifier (docs/standards.md)."""
     entries = []
     for observation in observations:
         value = observation["identifier"][0]["value"]
@@ -251,33 +251,31 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 # -- mosquitto ---------------------------------------------------------------------------------
 
 
+def _running_broker(directory: Path, tls: BrokerTls | None = None) -> Iterator[Mosquitto]:
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed (make test installs it)")
+    with Mosquitto(directory, tls=tls) as running:
+        yield running
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A plain mosquitto on a free port (persistence in tmp_path)."""
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (make test installs it)")
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
+    yield from _running_broker(tmp_path / "broker")
 
 
 @pytest.fixture
 def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
     """mosquitto with TLS (server certificate only)."""
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (make test installs it)")
     tls = tls_files.broker(require_client_cert=False)
-    with Mosquitto(tmp_path / "tls-broker", tls=tls) as running:
-        yield running
+    yield from _running_broker(tmp_path / "tls-broker", tls)
 
 
 @pytest.fixture
 def mtls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
     """mosquitto requiring a client certificate from the test CA."""
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (make test installs it)")
     tls = tls_files.broker(require_client_cert=True)
-    with Mosquitto(tmp_path / "mtls-broker", tls=tls) as running:
-        yield running
+    yield from _running_broker(tmp_path / "mtls-broker", tls)
 
 
 # -- a scripted FHIR endpoint ------------------------------------------------------------------

@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.forward.mosquitto import Mosquitto
-from gateway.ingest import observation_codes
+from gateway.fhir.read import observation_codes
 from tests import fixtures_mqtt
 from tests.harness import running_gateway, wait_until
+from tests.mosquitto import Mosquitto
 
 broker = fixtures_mqtt.broker
 BIN = Path(sys.executable).parent

@@ -20,9 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from typer.testing import CliRunner
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.commands import register
-from gateway.forward.mosquitto import Mosquitto
+from gateway.hospital.commands import register as register_hospital
 from gateway.forward.signing import KeyStore, Signer
 from gateway.store import Store, store_path
 from tests import fixtures_mqtt
@@ -33,6 +33,7 @@ from tests.fixtures_mqtt import (
     record,
     transaction_bundle,
 )
+from tests.mosquitto import Mosquitto
 
 broker = fixtures_mqtt.broker
 
@@ -42,6 +43,7 @@ runner = CliRunner()
 def app() -> typer.Typer:
     made = typer.Typer()
     register(made)
+    register_hospital(made)
     return made
 
 
@@ -54,7 +56,7 @@ def signed_file(
     signed = signer.sign_bundle(bundle)
     if change is not None:
         change(signed)
-    path.write_text(fhirjson.dumps(signed))
+    path.write_text(jsonio.dumps(signed))
     return signed
 
 
@@ -118,6 +120,10 @@ def test_verify(tmp_path: Path) -> None:
     garbage.write_text("{")
     result = runner.invoke(app(), ["verify", str(garbage), "--key", str(key_file)])
     assert (result.exit_code, "invalid: not-json" in result.stderr) == (1, True)
+    array = tmp_path / "array.json"
+    array.write_text("[1]")
+    result = runner.invoke(app(), ["verify", str(array), "--key", str(key_file)])
+    assert (result.exit_code, "invalid: not-a-bundle" in result.stderr) == (1, True)
 
     missing = runner.invoke(app(), ["verify", str(tmp_path / "nope.json"), "--key", str(key_file)])
     assert missing.exit_code == 2
@@ -208,11 +214,9 @@ def test_receive_writes_bundles_and_prints_counts(tmp_path: Path, broker: Mosqui
     unsigned = {**transaction_bundle([heart_rate("u", "60")]), "id": "u"}
     for name in ("a", "b"):
         bundle = signer.sign_bundle({**transaction_bundle([heart_rate(name, "60")]), "id": name})
-        info = publisher.publish("bedside/gw/observations", fhirjson.dumps(bundle), qos=1)
+        info = publisher.publish("bedside/gw/observations", jsonio.dumps(bundle), qos=1)
         info.wait_for_publish(10)
-    publisher.publish("bedside/gw/observations", fhirjson.dumps(unsigned), qos=1).wait_for_publish(
-        10
-    )
+    publisher.publish("bedside/gw/observations", jsonio.dumps(unsigned), qos=1).wait_for_publish(10)
     publisher.disconnect()
     publisher.loop_stop()
 

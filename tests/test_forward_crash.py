@@ -15,13 +15,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway.forward.backoff import Backoff, fast_policies
-from gateway.forward.mosquitto import Mosquitto
-from gateway.forward.receiver import BundleReceiver, DirectorySink, MqttReceiver, SeenBundles
 from gateway.forward.settings import MqttSettings
 from gateway.forward.signing import KeyStore, Signer
+from gateway.hospital.receiver import BundleReceiver, DirectorySink, MqttReceiver, SeenBundles
 from gateway.store import Store, store_path
 from tests import fixtures_mqtt
 from tests.fixtures_mqtt import DEVICE, GATEWAY_WHO, record, transaction_bundle
+from tests.mosquitto import Mosquitto
 
 broker = fixtures_mqtt.broker
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.backoff import Backoff, fast_policies
 from gateway.forward.errors import ErrorClass, PermanentDeliveryError, TransientDeliveryError
 from gateway.forward.https import FhirClient, HttpsUplink, outcome_text, parse_retry_after
@@ -82,7 +82,7 @@ def settings_for(server: FhirServer, tls: TlsFiles, **extra: object) -> HttpsSet
 
 
 def identifiers(body: bytes) -> list[str]:
-    bundle = fhirjson.loads(body)
+    bundle = jsonio.loads(body)
     return [e["resource"]["identifier"][0]["value"] for e in bundle["entry"]]
 
 
@@ -110,7 +110,7 @@ async def test_5xx_and_timeouts_are_retried_with_the_same_bundle(
     assert headers["Accept"] == "application/fhir+json"
     assert headers["Authorization"] == "Bearer s3cret"
     assert headers["X-Request-ID"] == item.id
-    accepted = fhirjson.loads(fhir_server.accepted[0])
+    accepted = jsonio.loads(fhir_server.accepted[0])
     assert accepted["type"] == "transaction"
     assert accepted["entry"][0]["request"]["ifNoneExist"].startswith("identifier=")
     assert verify_bundle(accepted, {KEY.kid: KEY.public_key}) == KEY.kid
@@ -224,6 +224,6 @@ def test_outcome_text() -> None:
             {"severity": "error", "code": "conflict"},
         ],
     }
-    assert outcome_text(fhirjson.dumps(outcome).encode()) == "bad unit; no subject; conflict"
+    assert outcome_text(jsonio.dumps(outcome).encode()) == "bad unit; no subject; conflict"
     assert outcome_text(b"<html>Bad gateway</html>") == "<html>Bad gateway</html>"
     assert outcome_text(b"") == "(empty body)"

@@ -17,18 +17,18 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.backoff import Backoff, fast_policies
 from gateway.forward.errors import ErrorClass
-from gateway.forward.mosquitto import Mosquitto
 from gateway.forward.mqtt import MqttUplink, bundle_properties
 from gateway.forward.pump import OutboxPump
-from gateway.forward.receiver import BundleReceiver, DirectorySink, MqttReceiver, SeenBundles
 from gateway.forward.settings import MqttSettings
 from gateway.forward.signing import SigningKey
+from gateway.hospital.receiver import BundleReceiver, DirectorySink, MqttReceiver, SeenBundles
 from gateway.store import AsyncStore, OutboxState, TopicKind
 from tests import fixtures_mqtt
 from tests.fixtures_mqtt import DEVICE, TlsFiles, make_signer, record, transaction_bundle
+from tests.mosquitto import Mosquitto
 
 broker = fixtures_mqtt.broker
 tls_broker = fixtures_mqtt.tls_broker
@@ -190,7 +190,7 @@ async def test_bundles_reach_the_receiver_with_mqtt5_properties(
         if name.endswith("/status"):
             seen[f"status:{payload.decode()}"] = (payload, properties, retain)
             continue
-        bundle = fhirjson.loads(payload)
+        bundle = jsonio.loads(payload)
         assert (
             name
             == f"bedside/{GATEWAY_ID}/{'devices' if bundle['id'] == device_id else 'observations'}"

@@ -17,12 +17,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.backoff import Backoff, fast_policies
 from gateway.forward.errors import TransientDeliveryError
 from gateway.forward.https import FhirClient
-from gateway.forward.mosquitto import Mosquitto
-from gateway.forward.receiver import (
+from gateway.forward.settings import HttpsSettings, MqttSettings
+from gateway.forward.signing import SigningKey
+from gateway.hospital.receiver import (
     BundleReceiver,
     DirectorySink,
     FhirSink,
@@ -31,8 +32,6 @@ from gateway.forward.receiver import (
     SeenBundles,
     receive,
 )
-from gateway.forward.settings import HttpsSettings, MqttSettings
-from gateway.forward.signing import SigningKey
 from tests import fixtures_mqtt
 from tests.fixtures_mqtt import (
     FhirServer,
@@ -42,6 +41,7 @@ from tests.fixtures_mqtt import (
     make_signer,
     transaction_bundle,
 )
+from tests.mosquitto import Mosquitto
 
 broker = fixtures_mqtt.broker
 tls_files = fixtures_mqtt.tls_files
@@ -56,20 +56,20 @@ TIMEOUT_S = 30.0
 def signed(identifier: str, key: SigningKey = KEY) -> tuple[str, bytes]:
     bundle = transaction_bundle([heart_rate(identifier, "72.0")])
     bundle["id"] = f"b-{identifier}"
-    return bundle["id"], fhirjson.dumps(make_signer(key).sign_bundle(bundle)).encode()
+    return bundle["id"], jsonio.dumps(make_signer(key).sign_bundle(bundle)).encode()
 
 
 def tampered(identifier: str) -> tuple[str, bytes]:
     bundle_id, payload = signed(identifier)
-    bundle = fhirjson.loads(payload)
+    bundle = jsonio.loads(payload)
     bundle["entry"][0]["resource"]["valueQuantity"]["value"] = 180
-    return bundle_id, fhirjson.dumps(bundle).encode()
+    return bundle_id, jsonio.dumps(bundle).encode()
 
 
 def unsigned(identifier: str) -> tuple[str, bytes]:
     bundle = transaction_bundle([heart_rate(identifier, "72.0")])
     bundle["id"] = f"b-{identifier}"
-    return bundle["id"], fhirjson.dumps(bundle).encode()
+    return bundle["id"], jsonio.dumps(bundle).encode()
 
 
 @contextlib.asynccontextmanager
@@ -103,9 +103,9 @@ async def test_accepts_once_and_remembers_across_restarts(tmp_path: Path) -> Non
 
 
 def _with(payload: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
-    bundle = fhirjson.loads(payload)
+    bundle = jsonio.loads(payload)
     change(bundle)
-    return fhirjson.dumps(bundle).encode()
+    return jsonio.dumps(bundle).encode()
 
 
 async def test_rejections_are_counted_by_reason(tmp_path: Path) -> None:
@@ -114,6 +114,7 @@ async def test_rejections_are_counted_by_reason(tmp_path: Path) -> None:
     cases: list[tuple[bytes, str | None, str]] = [
         (b"not json", None, "not-json"),
         (b'{"resourceType":"Observation"}', None, "not-a-bundle"),
+        (b"[1]", None, "not-a-bundle"),
         (_with(good, lambda b: b.update(id="../../etc/passwd")), None, "bad-id"),
         (good, "b-other", "id-mismatch"),
         (unsigned("u")[1], "b-u", "unsigned"),
@@ -134,7 +135,7 @@ async def test_rejections_are_counted_by_reason(tmp_path: Path) -> None:
             "bad-id": 1,
             "bad-signature": 1,
             "id-mismatch": 1,
-            "not-a-bundle": 1,
+            "not-a-bundle": 2,
             "not-json": 2,
             "unknown-key": 1,
             "unsigned": 1,
@@ -300,7 +301,7 @@ FUZZ_ID, FUZZ_PAYLOAD = signed("fuzz")
 
 def _covered(payload: bytes) -> object:
     """What the signature covers: the Bundle without ``signature``."""
-    bundle = fhirjson.loads(payload)
+    bundle = jsonio.loads(payload)
     bundle.pop("signature", None)
     return bundle
 

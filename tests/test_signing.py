@@ -24,7 +24,7 @@ from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.errors import KeyFormatError, KeyStoreError, SignatureError, VerifyFailure
 from gateway.forward.signing import (
     SIGNATURE_TYPE,
@@ -145,10 +145,10 @@ def test_golden_signature_is_unchanged() -> None:
     key = SigningKey(Ed25519PrivateKey.from_private_bytes(GOLDEN_PRIVATE_KEY))
     signed = Signer(key, GATEWAY_WHO, clock=lambda: GOLDEN_WHEN).sign_bundle(golden_bundle())
     assert key.kid == GOLDEN_KID
-    assert fhirjson.canonical(golden_bundle()) == GOLDEN_CANONICAL.encode()
+    assert jsonio.canonical(golden_bundle()) == GOLDEN_CANONICAL.encode()
     assert base64.b64decode(signed["signature"]["data"]).decode() == GOLDEN_JWS
-    assert fhirjson.dumps(signed) == GOLDEN_SIGNED_JSON
-    assert verify_bundle(fhirjson.loads(GOLDEN_SIGNED_JSON), keyring(key)) == GOLDEN_KID
+    assert jsonio.dumps(signed) == GOLDEN_SIGNED_JSON
+    assert verify_bundle(jsonio.loads(GOLDEN_SIGNED_JSON), keyring(key)) == GOLDEN_KID
 
 
 # -- RFC vectors -------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def test_rfc8785_sample_canonicalises_byte_for_byte() -> None:
         '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
         '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
     )
-    assert fhirjson.canonical(fhirjson.loads(text)) == expected.encode()
+    assert jsonio.canonical(jsonio.loads(text)) == expected.encode()
 
 
 @pytest.mark.parametrize(
@@ -204,7 +204,7 @@ def test_rfc8785_sample_canonicalises_byte_for_byte() -> None:
 )
 def test_rfc8785_numbers(ieee_hex: str, text: str) -> None:
     (number,) = struct.unpack(">d", bytes.fromhex(ieee_hex))
-    assert fhirjson.canonical(number) == text.encode()
+    assert jsonio.canonical(number) == text.encode()
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def test_rfc8785_numbers(ieee_hex: str, text: str) -> None:
     ],
 )
 def test_decimal_canonicalises_as_nearest_double(value: Decimal, text: bytes) -> None:
-    assert fhirjson.canonical(value) == text
+    assert jsonio.canonical(value) == text
 
 
 @pytest.mark.parametrize(
@@ -228,16 +228,18 @@ def test_decimal_canonicalises_as_nearest_double(value: Decimal, text: bytes) ->
     [Decimal("NaN"), Decimal("1E+400"), 2**60, float("inf"), {1: "x"}, b"bytes", {"a": object()}],
 )
 def test_values_without_canonical_form_are_refused(value: object) -> None:
-    with pytest.raises(fhirjson.FhirJsonError):
-        fhirjson.canonical(value)
+    with pytest.raises(jsonio.FhirJsonError):
+        jsonio.canonical(value)
 
 
 def test_wire_json_keeps_decimal_digits_and_refuses_bad_text() -> None:
-    assert fhirjson.dumps({"v": Decimal("2.00"), "t": "é"}) == '{"v":2.00,"t":"é"}'
-    assert fhirjson.loads('{"v":2.00,"n":3}') == {"v": Decimal("2.00"), "n": 3}
+    assert jsonio.dumps({"v": Decimal("2.00"), "t": "é"}) == '{"v":2.00,"t":"é"}'
+    assert jsonio.loads('{"v":2.00,"n":3}') == {"v": Decimal("2.00"), "n": 3}
     for text in ('{"a":1,"a":2}', '{"a":NaN}', '{"a":Infinity}', "{", b"\xff"):
-        with pytest.raises(fhirjson.FhirJsonError):
-            fhirjson.loads(text)
+        with pytest.raises(jsonio.FhirJsonError):
+            jsonio.loads(text)
+    with pytest.raises(jsonio.NotAnObjectError):  # FHIR JSON text is one resource
+        jsonio.loads("[1]")
 
 
 jcs_leaf = st.one_of(
@@ -261,13 +263,14 @@ jcs_tree = st.recursive(
 def test_canonical_matches_the_rfc8785_package(value: object) -> None:
     # Differential check against the reference implementation (pypi rfc8785, trail of bits),
     # including non-BMP member names (UTF-16 order) and every float layout.
-    assert fhirjson.canonical(value) == rfc8785.dumps(value)  # type: ignore[arg-type]
+    assert jsonio.canonical(value) == rfc8785.dumps(value)  # type: ignore[arg-type]
 
 
 @settings(derandomize=True, max_examples=500, deadline=None)
 @given(number=st.floats(allow_nan=False, allow_infinity=False))
-def test_es6_number_matches_the_rfc8785_package(number: float) -> None:
-    assert fhirjson.es6_number(number).encode() == rfc8785.dumps(number)
+def test_decimal_of_any_double_canonicalises_as_that_double(number: float) -> None:
+    # The wire text parses to a Decimal; its canonical form is the ECMAScript layout of the double.
+    assert jsonio.canonical(Decimal(repr(number))) == rfc8785.dumps(number)
 
 
 # -- signing and verifying -----------------------------------------------------------------------
@@ -293,7 +296,7 @@ def test_signed_bundle_has_the_fhir_signature() -> None:
     assert fixed_signer().sign_bundle(bundle()) == signed
     assert len(b64url_decode(signature)) == 64
     assert verify_bundle(signed, keyring(rfc8037_key())) == RFC8037_THUMBPRINT
-    Bundle.model_validate(json.loads(fhirjson.dumps(signed)))  # FHIR R4 Bundle with Signature
+    Bundle.model_validate(json.loads(jsonio.dumps(signed)))  # FHIR R4 Bundle with Signature
 
 
 def test_joserfc_verifies_our_detached_jws() -> None:
@@ -301,11 +304,11 @@ def test_joserfc_verifies_our_detached_jws() -> None:
     key = SigningKey.generate()
     signed = fixed_signer(key).sign_bundle(bundle())
     compact = base64.b64decode(signed["signature"]["data"]).decode()
-    payload = fhirjson.canonical({k: v for k, v in signed.items() if k != "signature"})
+    payload = jsonio.canonical({k: v for k, v in signed.items() if k != "signature"})
     public = OKPKey.import_key(public_jwk(key.public_key))
     assert public.thumbprint() == key.kid
-    # joserfc flags "EdDSA" as deprecated by RFC 9864 (fully-specified "Ed25519"); DESIGN.md §3
-    # fixes "EdDSA" for the signer.
+    # joserfc flags "EdDSA" as deprecated by RFC 9864 (fully-specified "Ed25519"); the signature
+    # contract (docs/contracts.md) fixes "EdDSA" for the signer.
     with pytest.warns(SecurityWarning, match="RFC 9864"):
         token = jws.deserialize_compact(compact, public, payload=payload, algorithms=["EdDSA"])
     assert token.protected == {"alg": "EdDSA", "kid": key.kid}
@@ -321,11 +324,11 @@ def test_resigning_replaces_the_old_signature() -> None:
 def test_wire_round_trip_verifies() -> None:
     key = SigningKey.generate()
     signed = fixed_signer(key).sign_bundle(bundle())
-    assert verify_bundle(fhirjson.loads(fhirjson.dumps(signed)), keyring(key)) == key.kid
+    assert verify_bundle(jsonio.loads(jsonio.dumps(signed)), keyring(key)) == key.kid
 
 
 def test_precision_only_change_is_not_detected() -> None:
-    # Documented limitation of JCS numbers (see gateway.forward.fhirjson): 72.0 and 72.00 are
+    # Documented limitation of JCS numbers (see gateway.fhir.jsonio): 72.0 and 72.00 are
     # one double. Any change of value is detected (test_tampering below).
     key = rfc8037_key()
     signed = fixed_signer(key).sign_bundle(bundle())
@@ -467,7 +470,7 @@ def test_any_json_bundle_survives_the_wire(extra: dict[str, Any]) -> None:
     b = {**extra, "resourceType": "Bundle", "id": "x", "type": "collection"}
     b.pop("signature", None)
     signed = fixed_signer(ROUND_TRIP_KEY).sign_bundle(b)
-    received = fhirjson.loads(fhirjson.dumps(signed))
+    received = jsonio.loads(jsonio.dumps(signed))
     assert verify_bundle(received, keyring(ROUND_TRIP_KEY)) == ROUND_TRIP_KEY.kid
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.signing import SigningKey, verify_bundle
 from gateway.store import (
     ObservationRecord,
@@ -56,7 +56,7 @@ def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
 
 
 def payload_bundle(payload: str) -> dict[str, Any]:
-    bundle: dict[str, Any] = fhirjson.loads(payload)
+    bundle: dict[str, Any] = jsonio.loads(payload)
     return bundle
 
 

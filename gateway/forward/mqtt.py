@@ -11,10 +11,10 @@ a connection drops, paho's own copies of unacknowledged messages are dropped and
 them from the outbox, so there is exactly one source of retransmission, the same after a reconnect
 as after a restart.
 
-Topics (DESIGN.md §3): ``{prefix}/{gateway_id}/observations|devices|drafts`` carry the signed Bundle
-JSON at QoS 1 with content type ``application/fhir+json`` and user property ``bundle-id``;
-``{prefix}/{gateway_id}/status`` holds a retained ``online``, replaced by the last will
-``offline`` (also retained) when the gateway vanishes, or by ``offline`` on an orderly stop.
+Topics (``docs/contracts.md``, MQTT topics): ``{prefix}/{gateway_id}/observations|devices|drafts``
+carry the signed Bundle JSON at QoS 1 with content type ``application/fhir+json`` and user property
+``bundle-id``; ``{prefix}/{gateway_id}/status`` holds a retained ``online``, replaced by the last
+will ``offline`` (also retained) when the gateway vanishes, or by ``offline`` on an orderly stop.
 """
 
 from __future__ import annotations

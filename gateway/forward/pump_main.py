@@ -22,7 +22,13 @@ from pydantic import ValidationError
 
 from gateway.forward.backoff import POLICIES, fast_policies
 from gateway.forward.service import Forwarding, build_signer, build_uplinks, open_store
-from gateway.forward.settings import ForwardSettings, HttpsSettings, MqttSettings, OutboxSettings
+from gateway.forward.settings import (
+    ForwardSettings,
+    HttpsSettings,
+    MqttSettings,
+    OutboxSettings,
+    validation_message,
+)
 
 USAGE_ERROR = 2
 log = logging.getLogger("gateway.forward.pump_main")
@@ -108,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"error: {problems}", file=sys.stderr)
+        print(f"error: {validation_message(exc)}", file=sys.stderr)
         return USAGE_ERROR
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         asyncio.run(forward(args.data_dir, settings, fast_retry=args.fast_retry))

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -26,6 +27,13 @@ MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}  # IANA registered ports for MQTT /
 _TOPIC_LEVEL = re.compile(r"[^/+#\x00]+")  # MQTT 5 §4.7: no wildcards, no separators, no NUL
 DEFAULT_TOPIC_PREFIX = "bedside"
 MIB = 1024 * 1024
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line for a command's error output: each failed setting and what was wrong with it."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'value'}: {error['msg']}" for error in exc.errors()
+    )
 
 
 def _existing_file(value: Path | None, name: str) -> Path | None:

@@ -1,17 +1,20 @@
 """Bundle signatures: the gateway's Ed25519 key, JWS with detached payload, FHIR ``Signature``.
 
-What is signed (DESIGN.md §3): the RFC 8785 canonical JSON of the Bundle with ``signature`` removed
-(see :mod:`gateway.forward.fhirjson` for how ``Decimal`` values are canonicalised).
+The format is the contract with every receiver (``docs/contracts.md``, signature format). What is
+signed: the RFC 8785 canonical JSON of the Bundle with ``signature`` removed, written by
+:func:`gateway.fhir.jsonio.canonical` (which also says how ``Decimal`` values are canonicalised).
 
-How: a JWS (RFC 7515) in compact serialization with detached content (RFC 7515 Appendix F): the
-signing input is ``BASE64URL(header) "." BASE64URL(payload)`` (§5.1) and the transmitted form leaves
-the payload part empty: ``BASE64URL(header) ".." BASE64URL(signature)``. The protected header is
-exactly ``{"alg":"EdDSA","kid":<RFC 7638 thumbprint>}`` (alg and key type from RFC 8037 §3.1 /
-§2). RFC 7797's unencoded payload (``"b64":false``) is deliberately not used: it needs ``"crit":
-["b64"]``, which JOSE libraries that do not implement RFC 7797 must reject, while App. F detached
-content is verified by any of them; base64url-encoding a few kilobytes costs microseconds.
-Verification also accepts ``"alg":"Ed25519"``, the name RFC 9864 gives the same algorithm while
-deprecating the polymorphic ``EdDSA`` (some JOSE libraries now warn about ``EdDSA``).
+How: a JWS (RFC 7515) in compact serialization with detached content (RFC 7515 Appendix F), made
+and checked by ``joserfc``: the signing input is ``BASE64URL(header) "." BASE64URL(payload)``
+(§5.1) and the transmitted form leaves the payload part empty: ``BASE64URL(header) ".."
+BASE64URL(signature)``. The protected header is exactly ``{"alg":"EdDSA","kid":<RFC 7638
+thumbprint>}`` (alg and key type from RFC 8037 §3.1 / §2). RFC 7797's unencoded payload
+(``"b64":false``) is deliberately not used: it needs ``"crit":["b64"]``, which JOSE libraries that
+do not implement RFC 7797 must reject, while App. F detached content is verified by any of them;
+base64url-encoding a few kilobytes costs microseconds. Verification also accepts
+``"alg":"Ed25519"``, the name RFC 9864 gives the same algorithm while deprecating the polymorphic
+``EdDSA``. Before the signature is checked, the verifier applies its own policy to the header
+(allowed algorithms, no ``crit`` / ``b64``, a known ``kid``) so that a refusal names its reason.
 
 The FHIR R4 ``Bundle.signature`` (Signature datatype) carries it: ``type`` = ASTM E1762-95
 "Source Signature" (``urn:iso-astm:E1762-95:2013`` / ``1.2.840.10065.1.12.1.14``), ``when``,
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
@@ -38,17 +40,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from joserfc import jws
+from joserfc.errors import BadSignatureError, JoseError
+from joserfc.jwa import EdDSAAlgorithm
+from joserfc.jwk import OKPKey, thumbprint
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.errors import KeyFormatError, KeyStoreError, SignatureError, VerifyFailure
 
 # -- standards constants ---------------------------------------------------------------------------
-JWS_ALG = "EdDSA"  # RFC 8037 §3.1: what we sign with (DESIGN.md §3)
-# Verification also takes RFC 9864's fully-specified name for the same algorithm.
-ACCEPTED_ALGS = frozenset({JWS_ALG, "Ed25519"})
+JWS_ALG = "EdDSA"  # RFC 8037 §3.1: what we sign with (docs/contracts.md)
+JWS_ALG_FULLY_SPECIFIED = "Ed25519"  # RFC 9864 §2: the same algorithm under its new name
+# Verification takes both names.
+ACCEPTED_ALGS = frozenset({JWS_ALG, JWS_ALG_FULLY_SPECIFIED})
 JWK_KTY = "OKP"  # RFC 8037 §2
 JWK_CRV = "Ed25519"  # RFC 8037 §2
 ED25519_KEY_BYTES = 32  # RFC 8032 §5.1.5
@@ -98,9 +104,7 @@ def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """RFC 7638 SHA-256 thumbprint, base64url: hash of the required members, sorted, compact."""
-    members = {name: jwk[name] for name in THUMBPRINT_MEMBERS}
-    text = json.dumps(members, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return b64url_encode(hashlib.sha256(text.encode("utf-8")).digest())
+    return thumbprint({name: jwk[name] for name in THUMBPRINT_MEMBERS})
 
 
 def public_key_from_jwk(jwk: object, source: str) -> Ed25519PublicKey:
@@ -320,9 +324,26 @@ def fhir_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _protected_header(kid: str) -> str:
-    header = {"alg": JWS_ALG, "kid": kid}
-    return b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
+class _EdDSA(EdDSAAlgorithm):
+    """RFC 8037 ``EdDSA`` as joserfc implements it, without its RFC 9864 deprecation warning.
+
+    joserfc warns (``SecurityWarning``) at every use of ``EdDSA``; the signature contract fixes that
+    name for what the gateway signs (receivers also accept ``Ed25519``). The warning is dropped
+    here only, for :data:`_REGISTRY`: joserfc's default registry, and every other use of joserfc in
+    the process, still warn.
+    """
+
+    security_warning = None  # type: ignore[assignment]  # JWSAlgModel declares str | None
+
+
+# The algorithms a signature may use: ours, and RFC 9864's fully-specified name for it. Header
+# parameters the verifier does not know are ignored (the policy checks in
+# :func:`_header_kid` refuse the ones that matter: crit, b64).
+_REGISTRY = jws.JWSRegistry(algorithms=sorted(ACCEPTED_ALGS), strict_check_header=False)
+_REGISTRY.algorithms = {
+    JWS_ALG: _EdDSA(),
+    JWS_ALG_FULLY_SPECIFIED: jws.JWSRegistry.algorithms[JWS_ALG_FULLY_SPECIFIED],
+}
 
 
 class Signer:
@@ -338,7 +359,8 @@ class Signer:
         self.key = key
         self.who = dict(who)
         self._clock = clock
-        self._header = _protected_header(key.kid)
+        self._header = {"alg": JWS_ALG, "kid": key.kid}
+        self._jwk = OKPKey.import_key(key.private_key)
 
     @property
     def kid(self) -> str:
@@ -346,24 +368,23 @@ class Signer:
 
     def sign_detached(self, payload: bytes) -> str:
         """Compact JWS of ``payload`` with the payload part left empty (RFC 7515 App. F)."""
-        signing_input = f"{self._header}.{b64url_encode(payload)}".encode("ascii")
-        signature = self.key.private_key.sign(signing_input)
-        return f"{self._header}..{b64url_encode(signature)}"
+        compact = jws.serialize_compact(self._header, payload, self._jwk, registry=_REGISTRY)
+        return jws.detach_content(compact)
 
     def sign_bundle(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``bundle`` with ``signature`` (re)made over the rest of it.
 
-        Raises :class:`~gateway.forward.fhirjson.FhirJsonError` when the Bundle has no canonical
-        form (a non-finite number, an integer beyond ±2^53, a non-JSON value).
+        Raises :class:`~gateway.fhir.jsonio.FhirJsonError` when the Bundle has no canonical form
+        (a non-finite number, an integer beyond ±(2^53-1), a non-JSON value).
         """
         body = {name: value for name, value in bundle.items() if name != "signature"}
-        jws = self.sign_detached(fhirjson.canonical(body))
+        jws_text = self.sign_detached(jsonio.canonical(body))
         body["signature"] = {
             "type": [dict(SIGNATURE_TYPE)],
             "when": fhir_instant(self._clock()),
             "who": dict(self.who),
             "sigFormat": SIG_FORMAT,
-            "data": base64.b64encode(jws.encode("ascii")).decode("ascii"),
+            "data": base64.b64encode(jws_text.encode("ascii")).decode("ascii"),
         }
         return body
 
@@ -403,13 +424,8 @@ def _signature_element(bundle: Mapping[str, Any]) -> Mapping[str, Any]:
     return signature
 
 
-def _compact_jws(data: object) -> tuple[str, str, str]:
-    if not isinstance(data, str):
-        raise _fail(VerifyFailure.MALFORMED_JWS, "Signature.data is not a base64 string")
-    try:
-        compact = base64.b64decode(data, validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise _fail(VerifyFailure.MALFORMED_JWS, "Signature.data is not base64 of ASCII") from exc
+def _detached_parts(compact: str) -> tuple[str, str]:
+    """Header and signature parts of ``header..signature``; the payload part must be empty."""
     parts = compact.split(".")
     if len(parts) != JWS_COMPACT_PARTS:
         raise _fail(
@@ -422,10 +438,23 @@ def _compact_jws(data: object) -> tuple[str, str, str]:
             VerifyFailure.PAYLOAD_NOT_DETACHED,
             "the JWS carries its payload; expected detached content (RFC 7515 App. F)",
         )
-    return header, payload, signature
+    return header, signature
+
+
+def _compact_jws(data: object) -> str:
+    """The compact JWS that ``Signature.data`` carries, checked to be ``header..signature``."""
+    if not isinstance(data, str):
+        raise _fail(VerifyFailure.MALFORMED_JWS, "Signature.data is not a base64 string")
+    try:
+        compact = base64.b64decode(data, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _fail(VerifyFailure.MALFORMED_JWS, "Signature.data is not base64 of ASCII") from exc
+    _detached_parts(compact)
+    return compact
 
 
 def _header_kid(header_b64: str) -> str:
+    """The verifier's policy on the protected header; returns its kid."""
     try:
         header = json.loads(b64url_decode(header_b64))
     except ValueError as exc:
@@ -448,8 +477,7 @@ def _header_kid(header_b64: str) -> str:
 
 def verify_detached(compact: str, payload: bytes, keys: Mapping[str, Ed25519PublicKey]) -> str:
     """Verify a detached compact JWS over ``payload``; returns the kid. Raises SignatureError."""
-    parts = compact.split(".")
-    if len(parts) != JWS_COMPACT_PARTS or parts[1]:
+    if len(parts := compact.split(".")) != JWS_COMPACT_PARTS or parts[1]:
         raise _fail(VerifyFailure.MALFORMED_JWS, "expected header..signature")
     header_b64, _, signature_b64 = parts
     kid = _header_kid(header_b64)
@@ -457,16 +485,20 @@ def verify_detached(compact: str, payload: bytes, keys: Mapping[str, Ed25519Publ
     if key is None:
         raise _fail(VerifyFailure.UNKNOWN_KEY, f"kid {kid!r} is not among the allowed keys")
     try:
-        signature = b64url_decode(signature_b64)
+        b64url_decode(signature_b64)
     except ValueError as exc:
         raise _fail(VerifyFailure.MALFORMED_JWS, "JWS signature is not base64url") from exc
     try:
-        key.verify(signature, f"{header_b64}.{b64url_encode(payload)}".encode("ascii"))
-    except InvalidSignature as exc:
+        jws.deserialize_compact(
+            compact, OKPKey.import_key(key), payload=payload, registry=_REGISTRY
+        )
+    except BadSignatureError as exc:
         raise _fail(
             VerifyFailure.BAD_SIGNATURE,
             f"signature by {kid} does not match the Bundle (altered after signing?)",
         ) from exc
+    except JoseError as exc:  # a header value of the wrong type, a part beyond joserfc's limits
+        raise _fail(VerifyFailure.MALFORMED_JWS, f"JWS refused: {exc}") from exc
     return kid
 
 
@@ -475,14 +507,13 @@ def verify_bundle(bundle: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey
 
     Raises :class:`SignatureError` whose ``reason`` names the failed check.
     """
-    signature = _signature_element(bundle)
-    header, payload, jws_signature = _compact_jws(signature["data"])
+    compact = _compact_jws(_signature_element(bundle)["data"])
     body = {name: value for name, value in bundle.items() if name != "signature"}
     try:
-        canonical = fhirjson.canonical(body)
-    except fhirjson.FhirJsonError as exc:
+        canonical = jsonio.canonical(body)
+    except jsonio.FhirJsonError as exc:
         raise _fail(VerifyFailure.NOT_CANONICALIZABLE, str(exc)) from exc
-    return verify_detached(f"{header}.{payload}.{jws_signature}", canonical, keys)
+    return verify_detached(compact, canonical, keys)
 
 
 def public_key_file_text(key: SigningKey) -> str:

@@ -15,12 +15,21 @@ from gateway.store.models import (
     StoredObservation,
     TopicKind,
 )
-from gateway.store.store import DEFAULT_QUOTA_BYTES, STORE_FILENAME, Store, store_path
+from gateway.store.store import (
+    DEFAULT_QUOTA_BYTES,
+    STORE_FILENAME,
+    BundleFactory,
+    BundleSigner,
+    Store,
+    store_path,
+)
 
 __all__ = [
     "DEFAULT_QUOTA_BYTES",
     "STORE_FILENAME",
     "AsyncStore",
+    "BundleFactory",
+    "BundleSigner",
     "DeviceRecord",
     "ObservationRecord",
     "OutboxItem",

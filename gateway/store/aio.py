@@ -66,7 +66,7 @@ def _resolve(outcomes: list[_Outcome]) -> None:
             job.future.set_result(value)
 
 
-class _Worker(threading.Thread):
+class _StoreThread(threading.Thread):
     """A thread owning one :class:`Store`; runs submitted jobs in order."""
 
     def __init__(
@@ -158,7 +158,7 @@ class _Worker(threading.Thread):
 class AsyncStore:
     """Asyncio facade over :class:`Store` (same arguments); create with :meth:`open`."""
 
-    def __init__(self, writer: _Worker, reader: _Worker, uplinks: Sequence[str]) -> None:
+    def __init__(self, writer: _StoreThread, reader: _StoreThread, uplinks: Sequence[str]) -> None:
         self._writer = writer
         self._reader = reader
         self.uplinks = tuple(uplinks)
@@ -175,7 +175,7 @@ class AsyncStore:
         clock: Callable[[], datetime] = _utc_now,
     ) -> AsyncStore:
         loop = asyncio.get_running_loop()
-        writer = _Worker(
+        writer = _StoreThread(
             "store-writer",
             lambda: Store(
                 path, signer=signer, uplinks=uplinks, quota_bytes=quota_bytes, clock=clock
@@ -185,7 +185,7 @@ class AsyncStore:
         )
         writer.start()
         await asyncio.wrap_future(writer.opened)  # migrations ran; now the reader can open
-        reader = _Worker(
+        reader = _StoreThread(
             "store-reader",
             lambda: Store(path, quota_bytes=quota_bytes, clock=clock),
             loop,

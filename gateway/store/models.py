@@ -10,7 +10,7 @@ from typing import Any
 
 
 class TopicKind(enum.StrEnum):
-    """What an outbox item carries; the MQTT topic's last level (DESIGN.md §3)."""
+    """What an outbox item carries; the MQTT topic's last level (docs/contracts.md, MQTT topics)."""
 
     OBSERVATIONS = "observations"
     DEVICES = "devices"
@@ -34,7 +34,7 @@ def _check_aware(name: str, moment: datetime | None) -> None:
 class ObservationRecord:
     """One Observation to store.
 
-    ``identifier`` is the PHD IG dedup identifier value (DESIGN.md §4), the store's unique key;
+    ``identifier`` is the PHD IG dedup identifier value (docs/standards.md), the store's unique key;
     ``code`` the indexed code (a LOINC code such as ``"8867-4"`` or an MDC code as text);
     ``effective`` the device's timestamp (timezone-aware) or None when the sensor sent none;
     ``resource`` the FHIR Observation as a JSON-ready dict (``Decimal`` values allowed).

@@ -54,7 +54,7 @@ _V1_DEVICES_OBSERVATIONS = (
 
 
 def _v1_devices_observations(conn: sqlite3.Connection) -> None:
-    """Sensors and the Observations made from their measurements (issue 3)."""
+    """Sensors and the Observations made from their measurements (schema version 1)."""
     _run(conn, _V1_DEVICES_OBSERVATIONS)
 
 
@@ -105,7 +105,7 @@ _V2_OUTBOX = (
 
 
 def _v2_outbox(conn: sqlite3.Connection) -> None:
-    """The durable outbox of signed Bundles per uplink (issue 4)."""
+    """The durable outbox of signed Bundles per uplink (schema version 2)."""
     _run(conn, _V2_OUTBOX)
 
 

@@ -16,6 +16,7 @@ it, delivered items are pruned oldest first down to :data:`PRUNE_TARGET` of the 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.store.errors import StoreClosedError
 from gateway.store.models import (
     DeviceRecord,
@@ -46,7 +47,10 @@ SYSTEM_ID_KEY: Final = "system_id"  # the DIS info member that fills devices.sys
 
 
 class BundleSigner(Protocol):
-    """What the store needs from :class:`gateway.forward.signing.Signer`."""
+    """What the store needs to sign a Bundle: :class:`gateway.forward.signing.Signer` is one.
+
+    ``sign_bundle`` returns a copy of ``bundle`` with its ``signature`` made over the rest of it.
+    """
 
     def sign_bundle(self, bundle: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -244,7 +248,7 @@ class Store:
                     kind,
                     name,
                     None if system_id is None else str(system_id),
-                    fhirjson.dumps(dict(info)),
+                    jsonio.dumps(dict(info)),
                     now,
                     now,
                 ),
@@ -258,7 +262,7 @@ class Store:
                 kind=row["kind"],
                 name=row["name"],
                 system_id=row["system_id"],
-                info=fhirjson.loads(row["info"]),
+                info=jsonio.loads(row["info"]),
                 first_seen=from_text(row["first_seen"]),
                 last_seen=from_text(row["last_seen"]),
             )
@@ -301,7 +305,7 @@ class Store:
                         record.device_address,
                         None if record.effective is None else to_text(record.effective),
                         received,
-                        fhirjson.dumps(dict(record.resource)),
+                        jsonio.dumps(dict(record.resource)),
                     ),
                 )
                 if cursor.rowcount == 1:
@@ -318,7 +322,7 @@ class Store:
             device_address=row["device_address"],
             effective=None if row["effective"] is None else from_text(row["effective"]),
             received=from_text(row["received"]),
-            resource=fhirjson.loads(row["resource"]),
+            resource=jsonio.loads(row["resource"]),
         )
 
     def latest_observations(self, limit: int) -> list[StoredObservation]:
@@ -363,7 +367,7 @@ class Store:
             bundle = {"id": str(uuid.uuid4()), **bundle}
         signed = self._signer.sign_bundle(bundle)
         bundle_id = str(signed["id"])
-        payload = fhirjson.dumps(signed)
+        payload = jsonio.dumps(signed)
         size = len(payload.encode("utf-8"))
         for uplink in self.uplinks:
             conn.execute(
@@ -417,7 +421,7 @@ class Store:
 
     def mark_delivered(self, seqs: Iterable[int]) -> int:
         """Acknowledged items → delivered; returns how many changed."""
-        numbers = fhirjson.dumps(list(seqs))
+        numbers = json.dumps(list(seqs))
         with self._write(durable=True) as conn:
             cursor = conn.execute(
                 """UPDATE outbox SET state = 'delivered', updated = ?

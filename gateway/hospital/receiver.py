@@ -1,4 +1,4 @@
-"""The hospital side: receive signed Bundles over MQTT, verify, deduplicate, deliver.
+"""Receive the gateways' signed Bundles over MQTT, verify, deduplicate, deliver.
 
 :class:`BundleReceiver` is the transport-independent core: parse, check the Bundle id, verify the
 signature against the allowed gateway keys, drop duplicates by Bundle id (remembered in a small
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.forward import fhirjson
+from gateway.fhir import jsonio
 from gateway.forward.backoff import Backoff
 from gateway.forward.errors import (
     ErrorClass,
@@ -212,10 +212,12 @@ class BundleReceiver:
     async def handle(self, topic: str, payload: bytes, bundle_id_property: str | None) -> Outcome:
         """Handle one message; raises TransientDeliveryError when a sink should be retried."""
         try:
-            bundle = fhirjson.loads(payload)
-        except fhirjson.FhirJsonError as exc:
+            bundle = jsonio.loads(payload)
+        except jsonio.NotAnObjectError:
+            bundle = {}  # valid JSON, but not a resource: rejected as not a Bundle below
+        except jsonio.FhirJsonError as exc:
             return self._reject(topic, Rejection.NOT_JSON, str(exc))
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        if bundle.get("resourceType") != "Bundle":
             return self._reject(topic, Rejection.NOT_A_BUNDLE, "resourceType is not Bundle")
         bundle_id = bundle.get("id")
         if not isinstance(bundle_id, str) or not FHIR_ID.fullmatch(bundle_id):

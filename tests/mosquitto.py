@@ -1,4 +1,4 @@
-"""A private mosquitto broker on 127.0.0.1 (tests, benchmarks, a local demo).
+"""A private mosquitto broker on 127.0.0.1 for the tests and the benchmarks (``bench/``).
 
 Never the system service: the broker runs from a generated config in its own directory on a free
 port, with persistence there (so a stop/start keeps queued messages of persistent sessions, as a
@@ -18,15 +18,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from gateway.errors import BedsideError
-
 START_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 15.0
 POLL_INTERVAL_S: Final = 0.02
 LOOPBACK: Final = "127.0.0.1"
 
 
-class BrokerError(BedsideError, RuntimeError):
+class BrokerError(RuntimeError):
     """mosquitto is missing or did not start."""
 
 
@@ -107,7 +105,7 @@ class Mosquitto:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._config(), encoding="utf-8")
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own executable and config
+            self.process = subprocess.Popen(
                 [self.executable, "-c", str(self.config_path)],
                 stdout=log,
                 stderr=log,
