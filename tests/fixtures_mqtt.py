@@ -9,11 +9,13 @@ registers them with pytest without a conftest.
   ``cryptography`` per test session.
 - mosquitto: a private broker from :mod:`tests.mosquitto`, plain, TLS or mTLS.
 - FHIR endpoint: an aiohttp TLS server whose answers are scripted (500, 429, 412, hang …).
+- A forwarding gateway (store + uplink + pump as tasks) and :func:`until` to wait on its events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import shutil
@@ -24,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 from aiohttp import web
@@ -33,7 +35,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.forward.backoff import Backoff, fast_policies
+from gateway.forward.pump import OutboxPump
+from gateway.forward.service import RunnableUplink
 from gateway.forward.signing import Signer, SigningKey
+from gateway.store import AsyncStore
 from gateway.store.models import ObservationRecord
 from tests.mosquitto import BrokerTls, Mosquitto
 
@@ -41,6 +47,7 @@ PHD_SYSTEM = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
 DEVICE = "C0:FF:EE:00:00:01"
 GATEWAY_WHO = {"reference": "urn:uuid:7d5b7a3e-8a6f-5f5e-9c1e-3f1f2b0b6c01", "type": "Device"}
 EFFECTIVE = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+U = TypeVar("U", bound=RunnableUplink)
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -376,3 +383,55 @@ async def mtls_fhir_server(tls_files: TlsFiles) -> AsyncIterator[FhirServer]:
     server, stop = await start_fhir_server(tls_files.server_context(require_client_cert=True))
     yield server
     await stop()
+
+
+# -- a forwarding gateway ----------------------------------------------------------------------
+
+
+async def until(event: asyncio.Event, predicate: Callable[[], bool]) -> None:
+    """Wait, event by event, until ``predicate`` holds (bounded by the caller's timeout)."""
+    while not predicate():
+        event.clear()
+        await event.wait()
+
+
+@dataclass
+class Gateway(Generic[U]):
+    """The forwarding half of a gateway: its store, one uplink and the uplink's pump."""
+
+    store: AsyncStore
+    uplink: U
+    pump: OutboxPump
+
+    async def add(self, *identifiers: str) -> None:
+        """Store one heart rate per identifier (each enqueues its signed Bundle)."""
+        for identifier in identifiers:
+            await self.store.add_observations(DEVICE, [record(identifier)], transaction_bundle)
+
+    async def recorded(self, count: int) -> None:
+        """Until the pump has recorded ``count`` items as delivered or dead."""
+        await until(self.pump.progress, lambda: self.pump.stats.recorded >= count)
+
+
+@contextlib.asynccontextmanager
+async def forwarding_gateway(
+    directory: Path, uplink: U, signer: Signer, *, rescan_interval_s: float
+) -> AsyncIterator[Gateway[U]]:
+    """A store in ``directory`` enqueueing for ``uplink``, with the uplink and pump running."""
+    store = await AsyncStore.open(
+        directory / "gateway.sqlite3", signer=signer, uplinks=[uplink.name]
+    )
+    pump = OutboxPump(
+        store, uplink, backoff=Backoff(fast_policies()), rescan_interval_s=rescan_interval_s
+    )
+    tasks = [
+        asyncio.create_task(uplink.run(), name="test-uplink"),
+        asyncio.create_task(pump.run(), name="test-pump"),
+    ]
+    try:
+        yield Gateway(store, uplink, pump)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()

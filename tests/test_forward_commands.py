@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from gateway.fhir import jsonio
 from gateway.forward.commands import register
-from gateway.hospital.commands import register as register_hospital
 from gateway.forward.signing import KeyStore, Signer
+from gateway.hospital.commands import register as register_hospital
 from gateway.store import Store, store_path
 from tests import fixtures_mqtt
 from tests.fixtures_mqtt import (

@@ -5,30 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gateway.fhir import jsonio
-from gateway.forward.backoff import Backoff, fast_policies
 from gateway.forward.errors import ErrorClass, PermanentDeliveryError, TransientDeliveryError
 from gateway.forward.https import FhirClient, HttpsUplink, outcome_text, parse_retry_after
-from gateway.forward.pump import OutboxPump
 from gateway.forward.settings import HttpsSettings
 from gateway.forward.signing import SigningKey, verify_bundle
-from gateway.store import AsyncStore, OutboxState
+from gateway.store import OutboxState
 from tests import fixtures_mqtt
 from tests.fixtures_mqtt import (
-    DEVICE,
     FhirServer,
+    Gateway,
     Reply,
     TlsFiles,
+    forwarding_gateway,
     make_signer,
     operation_outcome,
-    record,
-    transaction_bundle,
 )
 
 tls_files = fixtures_mqtt.tls_files
@@ -39,40 +35,13 @@ TIMEOUT_S = 30.0
 KEY = SigningKey.generate()
 
 
-async def until(event: asyncio.Event, predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        event.clear()
-        await event.wait()
-
-
-@dataclass
-class Gateway:
-    store: AsyncStore
-    pump: OutboxPump
-
-    async def add(self, *identifiers: str) -> None:
-        for identifier in identifiers:
-            await self.store.add_observations(DEVICE, [record(identifier)], transaction_bundle)
-
-    async def recorded(self, count: int) -> None:
-        await until(self.pump.progress, lambda: self.pump.stats.recorded >= count)
-
-
 @contextlib.asynccontextmanager
-async def gateway(directory: Path, settings: HttpsSettings) -> AsyncIterator[Gateway]:
-    store = await AsyncStore.open(
-        directory / "gateway.sqlite3", signer=make_signer(KEY), uplinks=["https"]
-    )
+async def gateway(directory: Path, settings: HttpsSettings) -> AsyncIterator[Gateway[HttpsUplink]]:
     uplink = HttpsUplink(settings)
-    pump = OutboxPump(store, uplink, backoff=Backoff(fast_policies()), rescan_interval_s=0.1)
-    tasks = [asyncio.create_task(uplink.run()), asyncio.create_task(pump.run())]
-    try:
-        yield Gateway(store, pump)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await store.close()
+    async with forwarding_gateway(
+        directory, uplink, make_signer(KEY), rescan_interval_s=0.1
+    ) as running:
+        yield running
 
 
 def settings_for(server: FhirServer, tls: TlsFiles, **extra: object) -> HttpsSettings:

@@ -7,7 +7,6 @@ import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,18 @@ from gateway.fhir import jsonio
 from gateway.forward.backoff import Backoff, fast_policies
 from gateway.forward.errors import ErrorClass
 from gateway.forward.mqtt import MqttUplink, bundle_properties
-from gateway.forward.pump import OutboxPump
 from gateway.forward.settings import MqttSettings
 from gateway.forward.signing import SigningKey
 from gateway.hospital.receiver import BundleReceiver, DirectorySink, MqttReceiver, SeenBundles
 from gateway.store import AsyncStore, OutboxState, TopicKind
 from tests import fixtures_mqtt
-from tests.fixtures_mqtt import DEVICE, TlsFiles, make_signer, record, transaction_bundle
+from tests.fixtures_mqtt import (
+    Gateway,
+    TlsFiles,
+    forwarding_gateway,
+    make_signer,
+    until,
+)
 from tests.mosquitto import Mosquitto
 
 broker = fixtures_mqtt.broker
@@ -39,48 +43,15 @@ GATEWAY_ID = "gw-1"
 TIMEOUT_S = 30.0
 
 
-async def until(event: asyncio.Event, predicate: Callable[[], bool]) -> None:
-    """Wait, event by event, until ``predicate`` holds (bounded by the caller's timeout)."""
-    while not predicate():
-        event.clear()
-        await event.wait()
-
-
-@dataclass
-class Gateway:
-    store: AsyncStore
-    uplink: MqttUplink
-    pump: OutboxPump
-    key: SigningKey
-
-    async def add(self, *identifiers: str) -> None:
-        for identifier in identifiers:
-            await self.store.add_observations(DEVICE, [record(identifier)], transaction_bundle)
-
-    async def delivered(self, count: int) -> None:
-        await until(self.pump.progress, lambda: self.pump.stats.recorded >= count)
-
-
 @contextlib.asynccontextmanager
 async def gateway(
     directory: Path, settings: MqttSettings, key: SigningKey
-) -> AsyncIterator[Gateway]:
-    store = await AsyncStore.open(
-        directory / "gateway.sqlite3", signer=make_signer(key), uplinks=["mqtt"]
-    )
+) -> AsyncIterator[Gateway[MqttUplink]]:
     uplink = MqttUplink(settings, GATEWAY_ID, backoff=Backoff(fast_policies()))
-    pump = OutboxPump(store, uplink, backoff=Backoff(fast_policies()), rescan_interval_s=0.2)
-    tasks = [
-        asyncio.create_task(uplink.run(), name="test-uplink"),
-        asyncio.create_task(pump.run(), name="test-pump"),
-    ]
-    try:
-        yield Gateway(store, uplink, pump, key)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await store.close()
+    async with forwarding_gateway(
+        directory, uplink, make_signer(key), rescan_interval_s=0.2
+    ) as running:
+        yield running
 
 
 @contextlib.asynccontextmanager
@@ -163,7 +134,7 @@ async def test_bundles_reach_the_receiver_with_mqtt5_properties(
             device_bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
             device_id = await gw.store.enqueue_bundle(TopicKind.DEVICES, device_bundle)
             await until(rx.progress, lambda: accepted(rx) == 3)
-            await gw.delivered(3)
+            await gw.recorded(3)
             assert await gw.store.outbox_stats() == {
                 "pending": 0,
                 "delivered": 3,
@@ -224,7 +195,7 @@ async def test_broker_down_at_start_and_back_later(tmp_path: Path, broker: Mosqu
             assert (await gw.store.outbox_stats())["pending"] == 20
             await asyncio.to_thread(broker.start)
             await until(rx.progress, lambda: accepted(rx) == 20)
-            await gw.delivered(20)
+            await gw.recorded(20)
         assert sorted(p.stem for p in (tmp_path / "rx" / "out").glob("*.json")) == sorted(
             i.id for i in await _delivered_items(tmp_path)
         )
@@ -253,11 +224,11 @@ async def test_broker_restarted_mid_flush(tmp_path: Path, broker: Mosquitto) -> 
                 await gw.add(f"o{i}")
 
         producer = asyncio.create_task(produce())
-        await gw.delivered(100)
+        await gw.recorded(100)
         await asyncio.to_thread(broker.restart)
         await producer
         await until(rx.progress, lambda: accepted(rx) == total)
-        await gw.delivered(total)
+        await gw.recorded(total)
         assert gw.uplink.generation >= 2  # it did reconnect
         assert (await gw.store.outbox_stats())["delivered"] == total
     assert len(list((tmp_path / "rx" / "out").glob("*.json"))) == total

@@ -40,6 +40,7 @@ from tests.fixtures_mqtt import (
     heart_rate,
     make_signer,
     transaction_bundle,
+    until,
 )
 from tests.mosquitto import Mosquitto
 
@@ -201,12 +202,6 @@ def publisher(broker: Mosquitto) -> Iterator[Publisher]:
     made = Publisher(broker.port)
     yield made
     made.close()
-
-
-async def until(event: asyncio.Event, predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        event.clear()
-        await event.wait()
 
 
 async def test_mqtt_receiver_verifies_and_drops_duplicates(
