@@ -52,7 +52,7 @@ from gateway.forward.errors import KeyFormatError, KeyStoreError, SignatureError
 
 # -- standards constants ---------------------------------------------------------------------------
 JWS_ALG = "EdDSA"  # RFC 8037 §3.1: what we sign with (docs/contracts.md)
-JWS_ALG_FULLY_SPECIFIED = "Ed25519"  # RFC 9864 §2: the same algorithm under its new name
+JWS_ALG_FULLY_SPECIFIED = "Ed25519"  # RFC 9864: the same algorithm under its fully-specified name
 # Verification takes both names.
 ACCEPTED_ALGS = frozenset({JWS_ALG, JWS_ALG_FULLY_SPECIFIED})
 JWK_KTY = "OKP"  # RFC 8037 §2
