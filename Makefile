@@ -40,6 +40,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check gateway firmware_sim tests bench
 	$(BIN)/ruff format --check gateway firmware_sim tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy

@@ -703,10 +703,10 @@ def main() -> None:
     try:
         print(json.dumps(asyncio.run(interruptible(args))))
     except BenchInterruptedError as exc:
-        print(f"bench/sensors.py: {exc}", file=sys.stderr)
+        print(json.dumps({"bench": "sensors", "goal_met": False, "why": str(exc)}))
         sys.exit(exc.exit_status)
-    except BenchError as exc:
-        print(f"bench/sensors.py: {exc}", file=sys.stderr)
+    except BenchError as exc:  # every wait is bounded: a run that cannot finish says why
+        print(json.dumps({"bench": "sensors", "goal_met": False, "why": str(exc)}))
         sys.exit(1)
 
 

