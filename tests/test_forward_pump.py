@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.forward.backoff import Backoff, BackoffPolicy, fast_policies
+from gateway.backoff import BackoffPolicy
+from gateway.forward.backoff import Backoff, fast_policies
 from gateway.forward.errors import (
     ConnectionLostError,
     ErrorClass,

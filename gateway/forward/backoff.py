@@ -1,35 +1,19 @@
-"""Capped, jittered exponential backoff, one policy per class of error.
+"""The uplinks' backoff: one :class:`~gateway.backoff.BackoffPolicy` per class of error.
 
-Delay for the n-th consecutive failure (n ≥ 1): ``d = min(cap, base × 2^(n-1))``, then "equal
-jitter": uniformly in ``[d/2, d]`` so that a fleet of gateways does not reconnect in lockstep after
-a hospital-side outage while each one still waits at least half the nominal time. A server's own
-``Retry-After`` wins over the policy (capped by :data:`MAX_RETRY_AFTER_S`).
+Each class keeps its own streak of consecutive failures; the delay is the policy's capped,
+equal-jittered one (see :mod:`gateway.backoff`). A server's own ``Retry-After`` wins over the
+policy (capped by :data:`MAX_RETRY_AFTER_S`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from gateway.backoff import BackoffPolicy
 from gateway.forward.errors import ErrorClass
 
 MAX_RETRY_AFTER_S = 600.0  # never park an uplink longer than this on a server's word
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    base_s: float
-    cap_s: float
-
-    def __post_init__(self) -> None:
-        if not 0 < self.base_s <= self.cap_s:
-            raise ValueError(f"backoff needs 0 < base ≤ cap, got {self.base_s}, {self.cap_s}")
-
-    def nominal(self, failures: int) -> float:
-        """The un-jittered delay after ``failures`` consecutive failures (≥ 1)."""
-        exponent = min(max(failures, 1) - 1, 32)
-        return min(self.cap_s, self.base_s * 2.0**exponent)
 
 
 POLICIES: Mapping[ErrorClass, BackoffPolicy] = {
@@ -65,8 +49,7 @@ class Backoff:
         self._failures[error_class] = count
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, MAX_RETRY_AFTER_S)
-        nominal = self._policies[error_class].nominal(count)
-        return self._rng.uniform(nominal / 2, nominal)
+        return self._policies[error_class].delay(count, self._rng)
 
     def success(self) -> None:
         """A success ends every streak."""

@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.forward.backoff import POLICIES, Backoff, BackoffPolicy
+from gateway.backoff import BackoffPolicy
+from gateway.forward.backoff import POLICIES, Backoff
 from gateway.forward.errors import ErrorClass
 from gateway.forward.https import HttpsUplink
 from gateway.forward.mqtt import MqttUplink
