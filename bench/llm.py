@@ -20,7 +20,8 @@ Each figure is the best of a few rounds, the paths alternating (ratios survive a
 Peak RSS: ``os.wait4`` on each server process (``ru_maxrss``) after it served the requests (ours
 also one embeddings request, so the embedder is loaded), and on ``bedside demo --headless``.
 
-Prints ONE JSON object. Models: the embedded defaults (DESIGN.md §5), assembled in .bench/.
+Prints ONE JSON object. Models: the embedded defaults (docs/architecture.md, "Embedded defaults"),
+assembled in .bench/.
 """
 
 from __future__ import annotations
@@ -363,7 +364,7 @@ async def measure(
     for name in decoders:  # warm-up
         await chat_stream(servers[name][0], DECODE_MESSAGES, 8, MODEL)
     direct_decode(llm, decode_tokens)
-    runs: dict[str, list[Timing]] = {"direct": []} | {name: [] for name in decoders}
+    runs: dict[str, list[Timing]] = {name: [] for name in ("direct", *decoders)}
     for _ in range(ROUNDS):
         for name in decoders:
             runs[name].append(

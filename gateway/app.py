@@ -1,8 +1,15 @@
 """The composition root: builds every service from the validated settings and runs them.
 
 One event loop, one top-level ``asyncio.TaskGroup``, every task named: the sensor manager (scan +
-one session per sensor), one task per uplink and one outbox pump per uplink, and the systemd
-watchdog. SQLite work runs in the store's own threads.
+one session per sensor), one task per uplink and one outbox pump per uplink, the systemd
+watchdog, and while it loads the assistant loader. SQLite work runs in the store's own threads.
+
+The HTTP API is served before anything slow: ``/healthz`` answers at once, with ``"assistant":
+"loading"`` while the ``assistant-loader`` task loads the engine (llama.cpp), the retriever and
+the embedder in their threads, then ``"ready"`` (or ``"failed"`` with one sentence); the routes
+that need the assistant answer 503 until then. With ``assistant.enabled = false`` nothing of the
+assistant is imported and those routes answer 503 "disabled". The assistant loads only to be
+served: with ``http.enabled = false`` it does not load.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,27 +30,47 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__, sdnotify
 from gateway.ble.manager import SensorManager
 from gateway.ble.transport import given_link, open_link
-from gateway.errors import ConfigError
+from gateway.errors import BedsideError, ConfigError
 from gateway.fhir.device import GatewayInfo, gateway_full_url
 from gateway.fhir.observation import PatientRef
 from gateway.forward.service import Forwarding, build_signer, build_uplinks, open_store
 from gateway.forward.settings import ForwardSettings
-from gateway.ingest import Ingest
+from gateway.observations import Ingest
 from gateway.profiles import load_profiles
+from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.web.auth import API_TOKEN_FILE
 
 if TYPE_CHECKING:
-    from gateway.assistant.consultation import ConsultationService
+    from gateway.assistant.consultation import ConsultationService, RetrieverLike
+    from gateway.assistant.engine import Engine
     from gateway.ble.bumble import BleakBackends
     from gateway.config import Settings
     from gateway.forward.signing import Signer
     from gateway.profiles import DeviceProfile
     from gateway.store.aio import AsyncStore
+    from gateway.web.embeddings import EmbedderLike
+    from gateway.web.services import AssistantServices, HealthCheck
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "gateway.json"
 EUI48_BITS = 48
+
+
+@dataclass(frozen=True)
+class AssistantParts:
+    """What loading the assistant yields: the started engine, the retriever consultations search
+    (None: none), and the embedding backend of ``/v1/embeddings`` with its model id."""
+
+    engine: Engine
+    retriever: RetrieverLike | None = None
+    embedder: EmbedderLike | None = None
+    embedder_name: str = EMBEDDED_MODEL
+
+
+AssistantLoader = Callable[[AsyncExitStack], Awaitable[AssistantParts]]
+"""Loads the assistant's parts, registering their closing on the given stack (closed after the
+HTTP server stopped). :meth:`Gateway.load_models` is the gateway's; tests inject their own."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +117,11 @@ class Gateway:
     """The running service. ``await gateway.run()`` until cancelled."""
 
     def __init__(
-        self, settings: Settings, *, profiles: dict[str, DeviceProfile] | None = None
+        self,
+        settings: Settings,
+        *,
+        profiles: dict[str, DeviceProfile] | None = None,
+        assistant_loader: AssistantLoader | None = None,
     ) -> None:
         self.settings = settings
         self.profiles = (
@@ -121,6 +152,9 @@ class Gateway:
         self.ready = asyncio.Event()
         self.consultations: ConsultationService | None = None
         self.http_port: int | None = None
+        self.assistant: AssistantServices | None = None  # while the API is served
+        self.assistant_settled = asyncio.Event()  # the assistant is ready, failed or not loading
+        self._load_assistant = assistant_loader or self.load_models
 
     async def run(
         self,
@@ -164,17 +198,21 @@ class Gateway:
                 ingest.on_observation = manager.observation_ingested
                 self.manager = manager
                 self.forwarding = Forwarding(store, uplinks, self.forward_settings.outbox)
+                models = None
                 if settings.http.enabled:
-                    await self._start_http(stack, store, signer, ingest, manager, patient)
-                # Everything loaded at start-up lives as long as the process: move it out of the
-                # collector's reach, or a full collection (300 ms with torch and llama.cpp
-                # loaded, measured by bench/sensors.py) stalls every session's ingest at once.
-                gc.collect()
-                gc.freeze()
+                    models = await self._serve_http(stack)
+                _freeze_heap()
                 async with asyncio.TaskGroup() as tasks:
                     self.forwarding.start(tasks)
                     tasks.create_task(manager.run(), name="ble-manager")
                     tasks.create_task(self._watchdog(), name="systemd-watchdog")
+                    if models is not None and settings.assistant.enabled:
+                        loading = self._assistant_task(
+                            models, signer, store, ingest, manager, patient
+                        )
+                        tasks.create_task(loading, name="assistant-loader")
+                    else:
+                        self.assistant_settled.set()
                     sdnotify.notify("READY=1", f"STATUS=gateway {self.identity.gateway_id} up")
                     log.info(
                         "gateway %s running (transport %s, %d uplink(s))",
@@ -189,51 +227,97 @@ class Gateway:
             sdnotify.notify("STOPPING=1")
             await store.close()
 
-    async def _start_http(
-        self,
-        stack: AsyncExitStack,
-        store: AsyncStore,
-        signer: Signer,
-        ingest: Ingest,
-        manager: SensorManager,
-        patient: PatientRef | None,
-    ) -> None:
-        """The assistant (llama.cpp worker, retrieval, consultations) behind the HTTP API."""
-        from gateway.assistant.consultation import ConsultationService, sensor_device_resolver
-        from gateway.assistant.engine import Engine
-        from gateway.rag.embedder import Embedder
-        from gateway.rag.retriever import Retriever
+    def health_checks(self) -> dict[str, HealthCheck]:
+        """The components ``/healthz`` reports besides the assistant: name → a callable returning
+        JSON-able data, called on every request (``gateway.web.services.HealthCheck``)."""
+        return {}
+
+    async def _serve_http(self, stack: AsyncExitStack) -> AsyncExitStack:
+        """Serve the API now, the assistant ``"loading"`` (or ``"disabled"``); returns the stack
+        the assistant's parts close on, closed after the server has stopped."""
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
+        from gateway.web.services import AssistantServices
+
+        settings = self.settings
+        models = await stack.enter_async_context(AsyncExitStack())
+        self.assistant = AssistantServices("loading" if settings.assistant.enabled else "disabled")
+        app = build_app(
+            token=resolve_token(settings.http, self.data_dir),
+            max_body_bytes=settings.http.max_body_bytes,
+            assistant=self.assistant,
+            health=self.health_checks(),
+            setup=[setup_consultations()],
+        )
+        runner = await serve(app, settings.http.host, settings.http.port)
+        stack.push_async_callback(runner.cleanup)
+        self.http_port = bound_port(runner)
+        return models
+
+    async def load_models(self, stack: AsyncExitStack) -> AssistantParts:
+        """The configured engine, retriever and embedder, loaded (seconds each, in threads)."""
+        from gateway.assistant.engine import Engine
+        from gateway.rag.embedder import Embedder
+        from gateway.rag.errors import RagError
+        from gateway.rag.retriever import Retriever
 
         settings = self.settings
         engine = Engine(settings.assistant, data_dir=self.data_dir, progress=False)
         await engine.start()
         stack.push_async_callback(engine.close)
         retriever = await stack.enter_async_context(Retriever(self.data_dir, settings.rag))
-        self.consultations = ConsultationService(
-            engine,
-            manager,
-            gateway=self.info,
-            signer=signer,
-            store=store,
-            retriever=retriever,
-            patient=patient,
-            settings=settings.consultation,
-            devices=sensor_device_resolver(manager.statuses, ingest.sensor_info),
-            codes_by_kind={kind: p.loinc for kind, p in self.profiles.items()},
-            archive_dir=self.data_dir / "consultations",
-        )
-        app = build_app(
-            token=resolve_token(settings.http, self.data_dir),
-            max_body_bytes=settings.http.max_body_bytes,
-            engine=engine,
-            embedder=Embedder.from_settings(settings.rag),
-            setup=[setup_consultations(self.consultations)],
-        )
-        runner = await serve(app, settings.http.host, settings.http.port)
-        stack.push_async_callback(runner.cleanup)
-        self.http_port = bound_port(runner)
+        embedder = Embedder.from_settings(settings.rag)
+        try:
+            await retriever.warm_up()
+            await asyncio.to_thread(embedder.load)
+        except RagError as exc:  # consultations answer without retrieval; /v1/embeddings fails
+            log.warning("retrieval is not available: %s", exc)
+        return AssistantParts(engine, retriever, embedder, settings.rag.model)
+
+    async def _assistant_task(
+        self,
+        stack: AsyncExitStack,
+        signer: Signer,
+        store: AsyncStore,
+        ingest: Ingest,
+        manager: SensorManager,
+        patient: PatientRef | None,
+    ) -> None:
+        """Load the assistant behind the served API; it becomes ready, or failed."""
+        from gateway.assistant.consultation import ConsultationService, sensor_device_resolver
+        from gateway.web.embeddings import EmbeddingService
+
+        assistant = self.assistant
+        assert assistant is not None
+        try:
+            try:
+                parts = await self._load_assistant(stack)
+            except Exception as exc:  # noqa: BLE001 - the gateway runs on without the assistant
+                _report_failure(assistant, exc)
+                return
+            self.consultations = ConsultationService(
+                parts.engine,
+                manager,
+                gateway=self.info,
+                signer=signer,
+                store=store,
+                retriever=parts.retriever,
+                patient=patient,
+                settings=self.settings.consultation,
+                devices=sensor_device_resolver(manager.statuses, ingest.sensor_info),
+                profiles=self.profiles,
+                archive_dir=self.data_dir / "consultations",
+            )
+            embeddings = (
+                EmbeddingService(parts.embedder, parts.embedder_name)
+                if parts.embedder is not None
+                else None
+            )
+            assistant.ready(parts.engine, embeddings=embeddings, consultations=self.consultations)
+            log.info("assistant ready (%s)", parts.engine.model_info.name)
+            _freeze_heap()
+        finally:
+            self.assistant_settled.set()
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval_s()
@@ -291,3 +375,31 @@ class Gateway:
             "outbox": {k: outbox.get(k, 0) for k in ("pending", "delivered", "dead")}
             | {"quota_alarm": bool(outbox.get("quota_alarm", False))},
         }
+
+
+def _freeze_heap() -> None:
+    """Move everything loaded so far out of the collector's reach: it lives as long as the
+    process, and a full collection (300 ms with torch and llama.cpp loaded, measured by
+    bench/sensors.py) would stall every session's ingest at once."""
+    gc.collect()
+    gc.freeze()
+
+
+def _report_failure(assistant: AssistantServices, exc: BaseException) -> None:
+    reason = _one_sentence(exc)
+    if isinstance(exc, BedsideError | OSError):
+        log.error("the assistant could not load: %s", reason)
+    else:
+        log.error("the assistant could not load: %s", reason, exc_info=exc)
+    assistant.fail(reason)
+
+
+def _one_sentence(exc: BaseException) -> str:
+    """Why loading failed, as one line: the project's own message, an OS error's reason, or the
+    error's type (the log has the traceback)."""
+    if isinstance(exc, BedsideError):
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        reason = exc.strerror or type(exc).__name__
+        return f"{exc.filename}: {reason}" if exc.filename else reason
+    return f"unexpected {type(exc).__name__}; the gateway log has the details"

@@ -22,14 +22,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from gateway.assistant.consultation import ConsultationSettings
-from gateway.assistant.settings import AssistantSettings
+from gateway.assistant.settings import AssistantSettings, ConsultationSettings
 from gateway.ble.settings import BleSettings
 from gateway.errors import ConfigError
 from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
 from gateway.paths import default_data_dir
 from gateway.rag.settings import RagSettings
-from gateway.web.app import HttpSettings
+from gateway.web.settings import HttpSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("bedside_config_file", default=None)
 

@@ -33,7 +33,7 @@ from gateway.assistant.consultation import (
     ConsultationService,
     ConsultationSettings,
     Done,
-    ObservationEvent,
+    ObservationReceived,
     ObservationRequested,
     ObservationUnavailable,
     Sensors,
@@ -57,9 +57,10 @@ from gateway.assistant.prompts import (
 )
 from gateway.ble.session import SessionState
 from gateway.fhir.device import GatewayInfo
+from gateway.fhir.read import observation_codes
 from gateway.forward.service import build_signer
 from gateway.forward.signing import Signer, SigningKey
-from gateway.ingest import observation_codes
+from gateway.profiles import DeviceProfile, Measure
 from gateway.rag.errors import EmptyIndexError
 from gateway.rag.retriever import DocumentRef, Passage
 from tests.harness import Running, running_gateway, wait_until
@@ -72,7 +73,7 @@ ENGINE_SETTINGS = AssistantSettings(n_ctx=N_CTX, n_threads=1, seed=7)
 GATEWAY = GatewayInfo("0011223344556677", name="gw-test", manufacturer="test")
 NOW = dt.datetime(2025, 1, 2, 10, 0, tzinfo=dt.UTC)
 STREAMING = str(SessionState.STREAMING)
-HR, SPO2, TEMP = "8867-4", "59408-5", "8310-5"  # LOINC (DESIGN.md §4 PHD IG mapping table)
+HR, SPO2, TEMP = "8867-4", "59408-5", "8310-5"  # LOINC (docs/standards.md, PHD IG mapping)
 # Tokens the engine may evaluate beyond the appended ones: where re-tokenizing generated text
 # differs from the sampled tokens at the boundary (a piece split differently).
 BOUNDARY_SLACK = 4
@@ -164,7 +165,25 @@ class Spy:
         return await self.inner.measure(loinc_code, timeout)
 
 
-def service_for(engine: Engine, sensors: Sensors, **settings: Any) -> ConsultationService:
+@dataclasses.dataclass(frozen=True)
+class KindProfile:
+    """A sensor kind as the consultation reads its device profile: codes, measure timeout."""
+
+    loinc: tuple[str, ...]
+    measure: Measure
+
+
+def kind_profile(*codes: str, timeout_s: float = 20.0) -> KindProfile:
+    return KindProfile(codes, Measure(method="wait", timeout_s=timeout_s))
+
+
+def service_for(
+    engine: Engine,
+    sensors: Sensors,
+    *,
+    profiles: Mapping[str, KindProfile] | None = None,
+    **settings: Any,
+) -> ConsultationService:
     defaults: dict[str, Any] = {"temperature": 0.0, "max_reply_tokens": 16}
     return ConsultationService(
         engine,
@@ -172,6 +191,7 @@ def service_for(engine: Engine, sensors: Sensors, **settings: Any) -> Consultati
         gateway=GATEWAY,
         signer=Signer(SigningKey.generate(), {"reference": "urn:uuid:gateway"}),
         settings=ConsultationSettings(**(defaults | settings)),
+        profiles=profiles,
         clock=lambda: NOW,
     )
 
@@ -187,7 +207,7 @@ def protocol_events(events: Sequence[ConsultationEvent]) -> list[tuple[str, str]
     return [
         (e.name, e.code)
         for e in events
-        if isinstance(e, ObservationRequested | ObservationEvent | ObservationUnavailable)
+        if isinstance(e, ObservationRequested | ObservationReceived | ObservationUnavailable)
     ]
 
 
@@ -367,7 +387,7 @@ async def test_a_silent_sensor_is_bounded_by_the_kind_timeout(consultation_engin
         consultation_engine,
         sensors,
         max_measurements_per_reply=0,
-        measure_timeout_s={"ecg": 0.5},
+        profiles={"ecg": kind_profile(HR, timeout_s=0.5)},  # the kind's timeout, not the default
         default_measure_timeout_s=30.0,
     )
     consultation = service.create([HR])
@@ -449,7 +469,7 @@ def test_require_is_checked(consultation_engine: Engine) -> None:
         RecordingSensors({}),
         gateway=GATEWAY,
         signer=Signer(SigningKey.generate(), {"reference": "urn:uuid:gateway"}),
-        codes_by_kind={"ecg": [HR], "spo2": [SPO2, HR]},
+        profiles={"ecg": kind_profile(HR), "spo2": kind_profile(SPO2, HR)},
     )
     with pytest.raises(ConsultationInputError, match="not LOINC codes"):
         service.create(["heart rate"])
@@ -461,12 +481,25 @@ def test_require_is_checked(consultation_engine: Engine) -> None:
 # -- with the firmware simulator -------------------------------------------------------------------
 
 
+def with_timeout(profile: DeviceProfile, timeout_s: float) -> DeviceProfile:
+    measure = profile.measure.model_copy(update={"timeout_s": timeout_s})
+    return profile.model_copy(update={"measure": measure})
+
+
 def make_service(
-    engine: Engine, sensors: Sensors, run: Running, **settings: Any
+    engine: Engine,
+    sensors: Sensors,
+    run: Running,
+    *,
+    timeouts: Mapping[str, float] | None = None,
+    **settings: Any,
 ) -> ConsultationService:
+    """The service on the gateway's device profiles, with ``timeouts`` (kind → seconds) replacing
+    their measure timeouts."""
     gateway = run.gateway
     assert gateway.store is not None
     signer = build_signer(gateway.data_dir, {"reference": "urn:uuid:gateway"})
+    timeouts = timeouts or {}
     return ConsultationService(
         engine,
         sensors,
@@ -474,7 +507,10 @@ def make_service(
         signer=signer,
         store=gateway.store,
         settings=ConsultationSettings(**({"temperature": 0.0} | settings)),
-        codes_by_kind={kind: p.loinc for kind, p in gateway.profiles.items()},
+        profiles={
+            kind: with_timeout(p, timeouts[kind]) if kind in timeouts else p
+            for kind, p in gateway.profiles.items()
+        },
     )
 
 
@@ -502,7 +538,7 @@ async def test_intake_measures_hr_and_spo2_then_continues_on_the_same_kv_cache(
     assert [e.forced for e in events if isinstance(e, ObservationRequested)][:2] == [True, True]
     assert spy.calls[:2] == [HR, SPO2]
     assert set(spy.calls) <= allowed
-    observations = [e for e in events if isinstance(e, ObservationEvent)]
+    observations = [e for e in events if isinstance(e, ObservationReceived)]
     for event in observations[:2]:
         Observation.model_validate(dict(event.resource))
         assert event.code in observation_codes(event.resource)
@@ -558,7 +594,7 @@ async def test_sensor_gone_the_model_is_told_and_nothing_hangs(
             run,
             max_reply_tokens=16,
             max_measurements_per_reply=1,
-            measure_timeout_s={"thermo": 3.0},
+            timeouts={"thermo": 3.0},
             default_measure_timeout_s=3.0,
         )
         consultation = service.create([TEMP])
@@ -570,7 +606,7 @@ async def test_sensor_gone_the_model_is_told_and_nothing_hangs(
     reason = next(e for e in events if isinstance(e, ObservationUnavailable)).reason
     assert reason
     assert f"Observation {TEMP} Body temperature unavailable: {reason}" in consultation.transcript()
-    assert not any(isinstance(e, ObservationEvent) for e in events)
+    assert not any(isinstance(e, ObservationReceived) for e in events)
     assert done_of(events).finish_reason in {"stop", "length", "measurement_limit"}
 
 

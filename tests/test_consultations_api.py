@@ -33,6 +33,7 @@ from tests.test_consultation import (
     STREAMING,
     RecordingSensors,
     consultation_engine,
+    kind_profile,
 )
 
 __all__ = ["consultation_engine"]  # the session fixture, shared with test_consultation
@@ -69,7 +70,7 @@ async def call(
 async def sse(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     """Server-sent events (WHATWG HTML §9.2.6): ``event:`` and ``data:`` lines, a blank line
     dispatches."""
-    name, data = "message", []
+    name, data = "message", list[str]()
     async for raw in response.content:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
@@ -112,7 +113,7 @@ async def test_consultation_end_to_end_over_http(
                 temperature=0.0, max_reply_tokens=16, max_measurements_per_reply=1
             ),
             devices=sensor_device_resolver(run.manager.statuses, gateway.ingest.sensor_info),
-            codes_by_kind={kind: p.loinc for kind, p in gateway.profiles.items()},
+            profiles=gateway.profiles,
             archive_dir=gateway.data_dir / "consultations",
         )
         async with serving(service, consultation_engine) as url, aiohttp.ClientSession() as http:
@@ -213,7 +214,7 @@ async def test_errors_are_clear_json(consultation_engine: Engine) -> None:
         gateway=GATEWAY,
         signer=Signer(SigningKey.generate(), {"reference": "urn:uuid:gw"}),
         settings=ConsultationSettings(temperature=0.0, max_reply_tokens=8),
-        codes_by_kind={"ecg": [HR]},
+        profiles={"ecg": kind_profile(HR)},
     )
     unknown = "00000000-0000-4000-8000-000000000000"
     async with serving(service, consultation_engine) as url, aiohttp.ClientSession() as http:

@@ -30,18 +30,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _until_healthy(base: str, demo: subprocess.Popen[str]) -> None:
+async def _until_ready(base: str, demo: subprocess.Popen[str]) -> None:
+    """Until /healthz answers (at once) and says the assistant has loaded (seconds later)."""
+    answered = False
     async with aiohttp.ClientSession() as session:
-        for _ in range(600):
+        for _ in range(1200):
             assert demo.poll() is None, demo.stderr.read() if demo.stderr else "demo exited"
             try:
                 async with session.get(f"{base}/healthz") as response:
                     if response.status == 200:
-                        return
+                        answered = True
+                        health = await response.json()
+                        assert health["assistant"] in {"loading", "ready"}, health
+                        if health["assistant"] == "ready":
+                            return
             except aiohttp.ClientConnectionError:
                 pass
             await asyncio.sleep(0.1)
-    raise AssertionError("the demo's API never became healthy")
+    raise AssertionError(
+        "the demo's assistant never became ready" if answered else "the demo's API never answered"
+    )
 
 
 async def test_consultation_with_require_through_the_demo_api(tmp_path: Path) -> None:
@@ -65,7 +73,7 @@ async def test_consultation_with_require_through_the_demo_api(tmp_path: Path) ->
         env=os.environ | {"HF_HUB_OFFLINE": "1"},
     )
     try:
-        await _until_healthy(base, demo)
+        await _until_ready(base, demo)
         token = (tmp_path / "demo-token").read_text(encoding="utf-8").strip()
         auth = {"Authorization": f"Bearer {token}"}
         async with (

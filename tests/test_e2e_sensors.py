@@ -24,7 +24,7 @@ from gateway.ble.session import (
     SensorUnavailableError,
     SessionState,
 )
-from gateway.ingest import observation_codes
+from gateway.fhir.read import observation_codes
 from tests.harness import Running, running_gateway, wait_until
 
 KINDS_AND_CODES = {

@@ -20,8 +20,9 @@ from aiohttp import web
 
 from gateway.assistant import AssistantSettings, Engine, format_gemma3
 from gateway.errors import ConfigError
-from gateway.web import ENGINE
-from gateway.web.app import HttpSettings, bound_port, build_app, resolve_token, serve
+from gateway.web.app import bound_port, build_app, resolve_token, serve
+from gateway.web.services import ASSISTANT, DISABLED_MESSAGE
+from gateway.web.settings import HttpSettings
 from tests.test_engine import data_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -80,8 +81,8 @@ def extra_routes(app: web.Application) -> None:
     """What the consultation engineer's setup callback does: more routes, same auth."""
 
     async def consultation(request: web.Request) -> web.Response:
-        engine = request.app[ENGINE]
-        return web.json_response({"model": engine.model_info.name if engine else None})
+        engine = request.app[ASSISTANT].running_engine()
+        return web.json_response({"model": engine.model_info.name})
 
     async def broken(_request: web.Request) -> web.Response:
         raise RuntimeError("a bug in a route module")
@@ -282,6 +283,8 @@ async def test_healthz_is_open(server: Server) -> None:
         "gemma-3-270m",
         EMBEDDER,
     )
+    assert body["assistant"] == "ready"
+    assert "assistant_error" not in body
 
 
 async def test_setup_callbacks_add_protected_routes(server: Server) -> None:
@@ -480,10 +483,12 @@ async def test_no_engine_is_503(engine: Engine) -> None:
             bare, "POST", "/v1/chat/completions", body={"model": "x", "messages": MESSAGES}
         )
         assert (status, body["error"]["type"]) == (503, "server_error")
+        assert body["error"]["message"] == DISABLED_MESSAGE  # neither engine nor embedder
         status, _, body = await raw(
             bare, "POST", "/v1/embeddings", body={"model": "x", "input": "a"}
         )
         assert status == 503
+        assert body["error"]["message"] == DISABLED_MESSAGE
         status, _, body = await raw(bare, "GET", "/v1/models")
         assert (status, body) == (200, {"object": "list", "data": []})
     finally:

@@ -29,12 +29,12 @@ from gateway.rag import (
     SourceError,
     context_block,
     index_path,
-    ingest,
 )
 from gateway.rag.chunking import chunk_document
 from gateway.rag.commands import register
 from gateway.rag.extract import DocumentKind, Extracted, Section
 from gateway.rag.index import Index, connect
+from gateway.rag.ingest import ingest
 from gateway.rag.retriever import DocumentRef
 from tests.test_rag_pdf import sepsis_pdf
 

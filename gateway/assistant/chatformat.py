@@ -1,4 +1,4 @@
-"""The Gemma 3 turn format (DESIGN.md §5), applied whether or not the GGUF carries a template.
+"""The Gemma 3 turn format, applied whether or not the GGUF carries a template.
 
 As Gemma 3's own chat template does: a system message is folded into the first user turn
 (followed by a blank line), each turn is ``<start_of_turn>{user|model}\\n{content}<end_of_turn>\\n``

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.errors import BedsideError
 
 if TYPE_CHECKING:
-    from gateway.assistant.engine import Usage
+    from gateway.assistant.stream import Usage
 
 
 class AssistantError(BedsideError):
@@ -84,7 +84,7 @@ class ContextOverflowError(PromptError):
 class EngineTimeoutError(EngineError, TimeoutError):
     """A request that did not finish within its timeout (queueing included).
 
-    ``usage`` tells how far it got when the worker had started it (``None`` while queued).
+    ``usage`` tells how far it got when the engine thread had started it (``None`` while queued).
     """
 
     def __init__(self, timeout_s: float, usage: Usage | None = None) -> None:

@@ -1,9 +1,9 @@
 """The consultation's prompt text: the system prompt, the turns the gateway injects, the
 ``<request_observation code="LOINC"/>`` tag and the report request (pure: text in, text out).
 
-The Gemma 3 turn format (DESIGN.md §5) comes from :mod:`gateway.assistant.chatformat`: the system
-text is folded into the first user turn, turns alternate strictly. A consultation grows by
-appending turns to the text the model already holds, so that only the new tokens are evaluated:
+The Gemma 3 turn format comes from :mod:`gateway.assistant.chatformat`: the system text is
+folded into the first user turn, turns alternate strictly. A consultation grows by appending turns
+to the text the model already holds, so that only the new tokens are evaluated:
 
 - a reply is closed with :data:`CLOSE_MODEL_TURN`;
 - a user turn (the clinician's message, an observation the gateway measured, or why it could not)

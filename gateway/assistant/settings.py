@@ -1,5 +1,7 @@
-"""Settings of the local LLM engine (pydantic), meant to be nested in the gateway's config model
-as ``assistant`` (``BEDSIDE_ASSISTANT__N_GPU_LAYERS=-1`` and friends)."""
+"""Settings of the local assistant (pydantic and the standard library only, so that loading the
+configuration imports no model code): :class:`AssistantSettings` for the LLM engine, nested in the
+gateway's config model as ``assistant`` (``BEDSIDE_ASSISTANT__N_GPU_LAYERS=-1`` and friends), and
+:class:`ConsultationSettings` for the consultation loop (``consultation``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DEFAULT_MODEL = "gemma-3-270m"  # models/manifest.toml: the embedded default (DESIGN.md §5)
+# models/manifest.toml: the embedded default (docs/architecture.md, "Embedded defaults")
+DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_N_CTX = 8192
 MIN_N_CTX = 256
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.h LLAMA_DEFAULT_SEED: "pick a random seed"
@@ -24,6 +27,11 @@ class AssistantSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(
+        default=True,
+        description="load the assistant (the model, retrieval, consultations) behind the HTTP API; "
+        "false: the gateway and its API run without any model code",
+    )
     model: str = Field(
         default=DEFAULT_MODEL,
         description="a model name from models/manifest.toml ('bedside models list')",
@@ -70,3 +78,36 @@ class AssistantSettings(BaseModel):
         if not value:
             raise ValueError("model: give a name from models/manifest.toml")
         return value
+
+
+class ConsultationSettings(BaseModel):
+    """Limits and sampling of consultations (nest as ``consultation``).
+
+    How long a measurement may take comes from the device profiles (``[measure] timeout_s``, a
+    cuff inflates for up to 2 min); ``default_measure_timeout_s`` covers sensor kinds no profile
+    describes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_measurements_per_reply: int = Field(default=3, ge=0)
+    max_reply_tokens: int = Field(default=512, ge=1, description="generated tokens per reply")
+    reply_timeout_s: float = Field(default=600.0, gt=0, description="a whole reply")
+    default_measure_timeout_s: float = Field(
+        default=20.0, gt=0, description="measurement timeout of a sensor kind without a profile"
+    )
+    temperature: float = Field(default=0.3, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0)
+    retrieval_k: int = Field(default=4, ge=0, description="passages per message (0: none)")
+    retrieval_threshold: float | None = Field(
+        default=None, description="cosine threshold (None: the retriever's, 0.35)"
+    )
+    recent_observations: int = Field(default=8, ge=0, description="codes in the system prompt")
+    recent_scan: int = Field(default=200, ge=1, description="stored Observations looked at")
+    max_require: int = Field(default=8, ge=0)
+    max_message_chars: int = Field(default=8000, ge=1)
+    report_max_tokens: int = Field(default=1024, ge=16)
+    report_fallback_max_tokens: int = Field(default=256, ge=16)
+    report_temperature: float = Field(default=0.0, ge=0)
+    report_timeout_s: float = Field(default=300.0, gt=0)

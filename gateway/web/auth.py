@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.errors import ConfigError
-from gateway.web.openai_api import error_response
+from gateway.web.errors import error_response
 
 TOKEN_BYTES: Final = 32  # 256 bits of randomness, URL-safe base64 (43 characters)
 MIN_TOKEN_LENGTH: Final = 16

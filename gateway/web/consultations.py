@@ -1,6 +1,9 @@
-"""The consultations API (issue 5 item 5), registered through :func:`build_app`'s ``setup``::
+"""The consultations API (docs/contracts.md, "HTTP API"), registered through
+:func:`gateway.web.app.build_app`'s ``setup``::
 
     app = build_app(token=token, engine=engine, setup=[setup_consultations(service)])
+    app = build_app(token=token, assistant=services, setup=[setup_consultations()])
+    # the gateway: the service comes with the assistant (services.ready(..., consultations=...))
 
 - ``POST /api/consultations`` ``{"require": ["8867-4", ...]}`` (body optional) → 201 ``{"id",
   "status", "require"}``;
@@ -15,19 +18,18 @@
 
 Errors are JSON in the shape of every route here (``{"error": {"message", "type", "param",
 "code"}}``): 400 bad body, 404 unknown consultation, 409 closed or busy (a message while one is
-streaming, or closing then; a conversation longer than the model's context), 503 assistant not
-running, 504 timeout.
+streaming, or closing then; a conversation longer than the model's context), 503 assistant
+loading, disabled, failed or not running, 504 timeout.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from gateway.assistant.consultation import (
     ConsultationBusyError,
@@ -41,47 +43,22 @@ from gateway.assistant.consultation import (
 )
 from gateway.assistant.errors import EngineClosedError, EngineError, EngineTimeoutError
 from gateway.fhir import jsonio
-from gateway.web.openai_api import SSE_HEADERS, ApiError, error_body
+from gateway.web.errors import ApiError, StrictBody, parse_body
+from gateway.web.services import ASSISTANT
+from gateway.web.sse import SSE_HEADERS, sse_frame
 
 log = logging.getLogger(__name__)
 
-CONSULTATIONS: Final = web.AppKey("consultations", ConsultationService)
 FHIR_JSON: Final = "application/fhir+json"
 ID_PATTERN: Final = "{id}"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CreateBody(_Strict):
+class CreateBody(StrictBody):
     require: list[str] = Field(default_factory=list)
 
 
-class MessageBody(_Strict):
+class MessageBody(StrictBody):
     content: str = Field(min_length=1)
-
-
-def _validation_error(exc: ValidationError) -> ApiError:
-    first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
-    message = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-    )
-    return ApiError(400, message, param=param)
-
-
-async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    raw = await request.read()
-    if optional and not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return body
 
 
 def api_error(exc: Exception) -> ApiError:
@@ -104,11 +81,8 @@ def api_error(exc: Exception) -> ApiError:
     return ApiError(500, str(exc), code="consultation_failed")
 
 
-def _service(request: web.Request) -> ConsultationService:
-    service = request.app[CONSULTATIONS]
-    if not service.engine.running:
-        raise ApiError(503, "the assistant is not running on this gateway")
-    return service
+def _service(request: web.Request, *, running: bool = True) -> ConsultationService:
+    return request.app[ASSISTANT].consultation_service(running=running)
 
 
 def _json(
@@ -124,10 +98,7 @@ def _json(
 
 async def create_consultation(request: web.Request) -> web.Response:
     service = _service(request)
-    try:
-        body = CreateBody.model_validate(await _body(request, optional=True))
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    body = await parse_body(request, CreateBody, optional=True)
     try:
         consultation = service.create(body.require)
     except ConsultationError as exc:
@@ -143,7 +114,7 @@ async def create_consultation(request: web.Request) -> web.Response:
 
 
 async def list_consultations(request: web.Request) -> web.Response:
-    service = request.app[CONSULTATIONS]
+    service = _service(request, running=False)
     return _json(
         {
             "data": [
@@ -160,7 +131,7 @@ async def list_consultations(request: web.Request) -> web.Response:
 
 
 async def get_consultation(request: web.Request) -> web.Response:
-    service = request.app[CONSULTATIONS]
+    service = _service(request, running=False)
     try:
         record = await service.snapshot(request.match_info["id"])
     except ConsultationError as exc:
@@ -169,15 +140,12 @@ async def get_consultation(request: web.Request) -> web.Response:
 
 
 def _sse(name: str, data: Mapping[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {jsonio.dumps(data)}\n\n".encode()
+    return sse_frame(jsonio.dumps(data), event=name)
 
 
 async def post_message(request: web.Request) -> web.StreamResponse:
     service = _service(request)
-    try:
-        body = MessageBody.model_validate(await _body(request))
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    body = await parse_body(request, MessageBody)
     try:
         reply = await service.send(request.match_info["id"], body.content)
     except ConsultationError as exc:
@@ -192,9 +160,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
             # Headers are sent: report in the stream.
             error = api_error(exc)
             log.info("consultation %s: reply failed: %s", request.match_info["id"], exc)
-            await response.write(
-                _sse("error", error_body(error.status, error.message, code=error.code))
-            )
+            await response.write(_sse("error", error.body()))
         except ConnectionResetError:
             log.debug("client went away during a consultation reply; the reply is cancelled")
             return response
@@ -211,11 +177,15 @@ async def close_consultation(request: web.Request) -> web.Response:
     return _json(bundle, content_type=FHIR_JSON)
 
 
-def setup_consultations(service: ConsultationService) -> Callable[[web.Application], None]:
-    """The ``setup`` callback for :func:`gateway.web.app.build_app` that adds these routes."""
+def setup_consultations(
+    service: ConsultationService | None = None,
+) -> Callable[[web.Application], None]:
+    """The ``setup`` callback for :func:`gateway.web.app.build_app` that adds these routes, with
+    ``service`` (else the one the assistant's services get when ready)."""
 
     def setup(app: web.Application) -> None:
-        app[CONSULTATIONS] = service
+        if service is not None:
+            app[ASSISTANT].consultations = service
         app.router.add_post("/api/consultations", create_consultation)
         app.router.add_get("/api/consultations", list_consultations)
         app.router.add_get(f"/api/consultations/{ID_PATTERN}", get_consultation)

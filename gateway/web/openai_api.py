@@ -18,22 +18,16 @@ Every error has OpenAI's shape: ``{"error": {"message", "type", "param", "code"}
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.assistant.chatformat import format_gemma3
-from gateway.assistant.engine import Engine, Finished, StreamEvent, TextPiece
 from gateway.assistant.errors import (
     ChatFormatError,
     EngineClosedError,
@@ -41,7 +35,14 @@ from gateway.assistant.errors import (
     EngineTimeoutError,
     PromptError,
 )
-from gateway.web import EMBEDDINGS, ENGINE, STARTED_AT
+from gateway.assistant.stream import Finished, StreamEvent, TextPiece
+from gateway.web.errors import ApiError, compact_json, parse_body
+from gateway.web.openai_models import ChatCompletionRequest, ChatMessage, EmbeddingRequest
+from gateway.web.services import ASSISTANT, STARTED_AT
+from gateway.web.sse import SSE_HEADERS, sse_frame
+
+if TYPE_CHECKING:
+    from gateway.assistant.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -51,98 +52,10 @@ MAX_EMBEDDING_INPUTS: Final = 2048  # OpenAI API reference: "must not exceed ...
 DEFAULT_TEMPERATURE: Final = 1.0  # OpenAI API reference default
 DEFAULT_TOP_P: Final = 1.0
 SEED_MODULUS: Final = 0xFFFFFFFF  # llama.cpp seeds are u32 below LLAMA_DEFAULT_SEED
-SSE_HEADERS: Final = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
-ERROR_TYPES: Final = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "invalid_request_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    500: "server_error",
-    503: "server_error",
-    504: "timeout",
-}
 FINISH_REASONS: Final = {"stop": "stop", "length": "length"}
 
 
-def _dumps(data: object) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
 # -- errors ----------------------------------------------------------------------------------------
-
-
-def error_body(
-    status: int, message: str, *, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": ERROR_TYPES.get(
-                status, "server_error" if status >= 500 else "invalid_request_error"
-            ),
-            "param": param,
-            "code": code,
-        }
-    }
-
-
-def error_response(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    """A JSON error in OpenAI's shape."""
-    return web.json_response(
-        error_body(status, message, param=param, code=code),
-        status=status,
-        headers=headers,
-        dumps=_dumps,
-    )
-
-
-class ApiError(Exception):
-    """Raised by handlers; the app's error middleware answers with :meth:`response`."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-
-    def response(self) -> web.Response:
-        return error_response(self.status, self.message, param=self.param, code=self.code)
-
-
-def _validation_error(exc: ValidationError) -> ApiError:
-    first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
-    message = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-    )
-    return ApiError(400, message, param=param)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # HTTPRequestEntityTooLarge past client_max_size → 413
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return body
 
 
 def _engine_error(exc: EngineError) -> ApiError:
@@ -158,14 +71,11 @@ def _engine_error(exc: EngineError) -> ApiError:
 # -- models ----------------------------------------------------------------------------------------
 
 
-def _running_engine(app: web.Application) -> Engine | None:
-    engine = app[ENGINE]
-    return engine if engine is not None and engine.running else None
-
-
 def _model_cards(app: web.Application) -> list[dict[str, Any]]:
+    """The models ready now: none while the assistant loads or is disabled."""
     cards: list[dict[str, Any]] = []
-    engine = _running_engine(app)
+    assistant = app[ASSISTANT]
+    engine = assistant.running()
     if engine is not None:
         info = engine.model_info
         try:
@@ -173,7 +83,7 @@ def _model_cards(app: web.Application) -> list[dict[str, Any]]:
         except OSError:
             created = int(app[STARTED_AT])
         cards.append({"id": info.name, "object": "model", "created": created, "owned_by": OWNER})
-    embeddings = app[EMBEDDINGS]
+    embeddings = assistant.ready_embeddings()
     if embeddings is not None:
         cards.append(
             {
@@ -197,7 +107,9 @@ def _model_not_found(name: str, cards: Sequence[dict[str, Any]]) -> ApiError:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": _model_cards(request.app)}, dumps=_dumps)
+    return web.json_response(
+        {"object": "list", "data": _model_cards(request.app)}, dumps=compact_json
+    )
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
@@ -205,58 +117,11 @@ async def retrieve_model(request: web.Request) -> web.Response:
     cards = _model_cards(request.app)
     for card in cards:
         if card["id"] == name:
-            return web.json_response(card, dumps=_dumps)
+            return web.json_response(card, dumps=compact_json)
     raise _model_not_found(name, cards)
 
 
 # -- chat completions ------------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ChatMessage(_Strict):
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    include_usage: bool = False
-
-
-class ResponseFormat(_Strict):
-    type: Literal["text", "json_object"]
-
-
-class ChatCompletionRequest(_Strict):
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    response_format: ResponseFormat | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    logit_bias: dict[str, float] | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    parallel_tool_calls: bool | None = None
-    user: str | None = None
-    metadata: dict[str, str] | None = None
-    store: bool | None = None
-    service_tier: str | None = None
 
 
 def _unsupported(request: ChatCompletionRequest) -> ApiError | None:
@@ -328,15 +193,10 @@ def _finish_reason(finished: Finished) -> str:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    try:
-        body = ChatCompletionRequest.model_validate(await _json_body(request))
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    body = await parse_body(request, ChatCompletionRequest)
     if (problem := _unsupported(body)) is not None:
         raise problem
-    engine = request.app[ENGINE]
-    if engine is None or not engine.running:
-        raise ApiError(503, "the assistant is not running on this gateway")
+    engine = request.app[ASSISTANT].running_engine()
     if body.model != engine.model_info.name:
         raise _model_not_found(body.model, _model_cards(request.app))
     prompt = chat_prompt(body.messages)
@@ -388,7 +248,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             ],
             "usage": _usage(finished),
         },
-        dumps=_dumps,
+        dumps=compact_json,
     )
 
 
@@ -423,7 +283,7 @@ async def _stream_chat(
         await response.prepare(request)
 
         def sse(data: object) -> bytes:
-            return f"data: {data if isinstance(data, str) else _dumps(data)}\n\n".encode()
+            return sse_frame(data if isinstance(data, str) else compact_json(data))
 
         try:
             batch: list[StreamEvent] = [event]
@@ -455,8 +315,7 @@ async def _stream_chat(
         except (EngineError, ApiError) as exc:
             # Headers are sent: report in the stream, as OpenAI does ("error" in a data event).
             error = exc if isinstance(exc, ApiError) else _engine_error(exc)
-            body = error_body(error.status, error.message, param=error.param, code=error.code)
-            await response.write(sse(body))
+            await response.write(sse(error.body()))
         except ConnectionResetError:
             log.debug("client went away during a streamed completion; generation cancelled")
             return response
@@ -466,56 +325,6 @@ async def _stream_chat(
 
 
 # -- embeddings ------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """What ``/v1/embeddings`` needs: ``embed(texts) -> array (len(texts), dims)``; optionally
-    ``count_tokens(texts) -> int`` for the usage figures."""
-
-    def embed(self, texts: list[str]) -> Any: ...
-
-
-EmbedderLike = Embedder | Callable[[list[str]], Any]
-
-
-class EmbeddingService:
-    """Runs an embedder in its own thread (one at a time: models are not re-entrant)."""
-
-    def __init__(self, embedder: EmbedderLike, name: str) -> None:
-        self.name = name
-        self._embed: Callable[[list[str]], Any] = (
-            embedder.embed if isinstance(embedder, Embedder) else embedder
-        )
-        count = getattr(embedder, "count_tokens", None)
-        self._count: Callable[[list[str]], int] | None = count if callable(count) else None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
-
-    def _run(self, texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
-        vectors = np.asarray(self._embed(texts), dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise EngineError(
-                f"embedder {self.name!r} returned shape {vectors.shape} for {len(texts)} texts; "
-                "expected (texts, dimensions)"
-            )
-        tokens = int(self._count(texts)) if self._count is not None else 0
-        return vectors, tokens
-
-    async def embed(self, texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
-        """Vectors (float32, one row per text) and the token count (0 when unknown)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, texts)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-
-class EmbeddingRequest(_Strict):
-    model: str
-    input: str | list[str] | list[int] | list[list[int]]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = None
 
 
 def _embedding_texts(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
@@ -535,13 +344,8 @@ def _embedding_texts(value: str | list[str] | list[int] | list[list[int]]) -> li
 
 
 async def embeddings(request: web.Request) -> web.Response:
-    try:
-        body = EmbeddingRequest.model_validate(await _json_body(request))
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
-    service = request.app[EMBEDDINGS]
-    if service is None:
-        raise ApiError(503, "no embedding model is configured on this gateway")
+    body = await parse_body(request, EmbeddingRequest)
+    service = request.app[ASSISTANT].embedding_service()
     if body.model != service.name:
         raise _model_not_found(body.model, _model_cards(request.app))
     texts = _embedding_texts(body.input)
@@ -570,7 +374,7 @@ async def embeddings(request: web.Request) -> web.Response:
             "model": service.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         },
-        dumps=_dumps,
+        dumps=compact_json,
     )
 
 

@@ -20,6 +20,7 @@ from gateway.ble.manager import ObservationEvent
 from gateway.fhir.bundle import transaction_bundle
 from gateway.fhir.device import GatewayInfo, SensorInfo, gateway_device, sensor_device
 from gateway.fhir.observation import MappingContext, PatientRef, map_measurements
+from gateway.fhir.read import display_value, effective_time, observation_codes
 from gateway.store.models import ObservationRecord, TopicKind
 
 if TYPE_CHECKING:
@@ -31,43 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOINC_SYSTEM = "http://loinc.org"
-MDC_SYSTEM = "urn:iso:std:iso:11073:10101"
 SYSTEM_ID_KEY = "system_id"
-
-
-def observation_codes(resource: Mapping[str, Any]) -> tuple[str, ...]:
-    """LOINC codes first, then MDC codes, of an Observation's ``code``."""
-    codings = resource.get("code", {}).get("coding", [])
-    loinc = [c["code"] for c in codings if c.get("system") == LOINC_SYSTEM]
-    mdc = [c["code"] for c in codings if c.get("system") == MDC_SYSTEM]
-    return (*loinc, *mdc)
-
-
-def _quantity_text(quantity: Mapping[str, Any]) -> str:
-    return f"{quantity.get('value')} {quantity.get('unit', quantity.get('code', ''))}".strip()
-
-
-def display_value(resource: Mapping[str, Any]) -> str | None:
-    """A short human text of an Observation's value ("120/80 mm[Hg]", "36.8 Cel")."""
-    if "valueQuantity" in resource:
-        return _quantity_text(resource["valueQuantity"])
-    components = [c for c in resource.get("component", []) if "valueQuantity" in c]
-    if components:
-        values = "/".join(str(c["valueQuantity"].get("value")) for c in components)
-        return f"{values} {components[0]['valueQuantity'].get('unit', '')}".strip()
-    if "dataAbsentReason" in resource:
-        codings = resource["dataAbsentReason"].get("coding", [{}])
-        return f"({codings[0].get('code', 'absent')})"
-    return None
-
-
-def _effective(resource: Mapping[str, Any], measured: bool) -> dt.datetime | None:
-    text = resource.get("effectiveDateTime")
-    if not measured or not isinstance(text, str):
-        return None
-    moment = dt.datetime.fromisoformat(text)
-    return moment if moment.utcoffset() is not None else None
 
 
 @dataclass
@@ -127,7 +92,8 @@ class Ingest:
                 identifier=self._key(m),
                 code=(observation_codes(m.resource) or ("unknown",))[0],
                 device_address=status.address,
-                effective=_effective(m.resource, m.if_none_exist is not None),
+                # the device's time, for measurements that carry one (a PHD identifier)
+                effective=effective_time(m.resource) if m.if_none_exist is not None else None,
                 resource=m.resource,
             )
             for m in mapped

@@ -1,0 +1,34 @@
+"""Settings of the HTTP API (pydantic and the standard library only, so that loading the
+configuration imports no web code), nested in the gateway's config model as ``http``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Final
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8080
+DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
+
+
+class HttpSettings(BaseModel):
+    """Where the HTTP API listens and how clients authenticate (nest as ``http``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="serve the API (the assistant, when enabled, loads only to be served by it)",
+    )
+    host: str = Field(default=DEFAULT_HOST, description="listen address (loopback by default)")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=DEFAULT_PORT, description="TCP port (--http-port); 0 picks a free one"
+    )
+    token: SecretStr | None = Field(default=None, description="the bearer token clients send")
+    token_file: Path | None = Field(
+        default=None,
+        description="a file holding the token (default: DATA_DIR/api-token, created if absent)",
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_BODY
