@@ -251,6 +251,11 @@ def _signal_handlers(on_usr1: Callable[[], None]) -> Iterator[asyncio.Event]:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
+        if stop.is_set():
+            # Already stopping: a further SIGINT/SIGTERM (an impatient second Ctrl-C) must not
+            # interrupt the final statistics and the exit that follow.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,22 +18,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from tests.processes import LOOPBACK, free_port
+
 START_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 15.0
 POLL_INTERVAL_S: Final = 0.02
-LOOPBACK: Final = "127.0.0.1"
 
 
 class BrokerError(RuntimeError):
     """mosquitto is missing or did not start."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,6 @@ these tests cross-check two implementations of the same specifications.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +21,7 @@ from gateway.ble.session import (
 )
 from gateway.fhir.read import observation_codes
 from tests.harness import Running, running_gateway, wait_until
+from tests.processes import bedside_sim, free_port
 
 KINDS_AND_CODES = {
     "ecg": {"8867-4", "147240", "131330"},  # heart rate, RR interval, ECG lead II waveform
@@ -170,38 +166,13 @@ async def test_measure_errors(tmp_path: Path) -> None:
         assert isinstance(info.value, MeasurementTimeoutError) or "not connected" in str(info.value)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_gateway_over_hci_tcp_against_bedside_sim(tmp_path: Path) -> None:
     """The CLI path: `bedside-sim --hci tcp-server:…` and a gateway on `hci:tcp-client:…`."""
     from gateway.app import Gateway
     from gateway.config import load_settings
 
-    port = _free_port()
-    sim = subprocess.Popen(  # noqa: ASYNC220 - a long-running child, waited for below
-        [
-            sys.executable,
-            "-m",
-            "firmware_sim.cli",
-            "--hci",
-            f"tcp-server:127.0.0.1:{port}",
-            "--devices",
-            "spo2,thermo",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert sim.stdout is not None
-        for _ in range(2):  # one line per sensor once the radio is up
-            line = await asyncio.to_thread(sim.stdout.readline)
-            assert line, sim.stderr.read() if sim.stderr else "simulator exited"
+    port = free_port()
+    with bedside_sim(port, "spo2,thermo"):
         settings = load_settings(
             data_dir=tmp_path,
             ble={"transport": f"hci:tcp-client:127.0.0.1:{port}", "auto_accept": True},
@@ -231,10 +202,3 @@ async def test_gateway_over_hci_tcp_against_bedside_sim(tmp_path: Path) -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-    finally:
-        sim.send_signal(signal.SIGINT)
-        await asyncio.to_thread(sim.wait, 10)
-        for stream in (sim.stdout, sim.stderr):
-            if stream is not None:
-                stream.close()
-    assert sim.returncode == 0

@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,48 +21,17 @@ from gateway.ble import manager as manager_module
 from gateway.ble.radio import RadioLostError, RadioState, RadioStatus, radio_trouble
 from gateway.config import load_settings
 from tests.harness import wait_until
+from tests.processes import bedside_sim, free_port
 
 STREAMING = "streaming"
 KINDS = ("spo2", "thermo")
+DEVICES = ",".join(KINDS)
 WAIT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
 def fast_radio_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(manager_module, "RADIO_BACKOFF", BackoffPolicy(base_s=0.1, cap_s=0.5))
-
-
-@contextlib.contextmanager
-def bedside_sim(port: int) -> Iterator[None]:
-    """`bedside-sim` serving HCI on ``port``; SIGKILLed on exit (a radio that vanishes)."""
-    import subprocess
-
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "firmware_sim.cli"),
-            *("--hci", f"tcp-server:127.0.0.1:{port}", "--devices", ",".join(KINDS)),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        for _ in KINDS:  # one line per sensor once the radio is up
-            assert process.stdout.readline(), "bedside-sim exited early"
-        yield
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +81,7 @@ async def test_nothing_on_the_hci_port_then_a_simulator_appears(
         assert gateway.status_line().startswith("radio down")
         assert await gateway.summary()  # the rest of the gateway answers meanwhile
 
-        with bedside_sim(port):
+        with bedside_sim(port, DEVICES, stop=signal.SIGKILL):
             await wait_until(lambda: streaming(gateway), WAIT_S, "sensors on the new radio")
             assert manager.radio.state is RadioState.UP
             assert manager.radio.as_json() == {"state": "up", "transport": transport}
@@ -133,7 +99,7 @@ async def test_nothing_on_the_hci_port_then_a_simulator_appears(
         sessions = {s.address: s for s in manager.statuses()}
         before = {s.address: s.notifications for s in manager.statuses()}
 
-        with bedside_sim(port):
+        with bedside_sim(port, DEVICES, stop=signal.SIGKILL):
             await wait_until(lambda: streaming(gateway), WAIT_S, "sensors back")
             # The same sessions resumed (their counters carry over), none were duplicated.
             assert {s.address: s for s in manager.statuses()} == sessions

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 from bumble.controller import Controller
@@ -17,16 +15,9 @@ from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
 from firmware_sim import cli, sensor_address
+from tests.processes import BEDSIDE_SIM, read_line
 
-BEDSIDE_SIM = Path(sys.executable).with_name("bedside-sim")
 TIMEOUT_S = 30.0
-
-
-async def read_line(stream: asyncio.StreamReader) -> str:
-    async with asyncio.timeout(TIMEOUT_S):
-        line = await stream.readline()
-    assert line, "bedside-sim ended early"
-    return line.decode().rstrip("\n")
 
 
 async def test_tcp_server_presents_every_sensor_to_a_bumble_central() -> None:

@@ -16,7 +16,7 @@ from gateway.ieee11073.ghs import Observation, ObservationBundle, Reassembler
 from gateway.ieee11073.measurement import Condition, Measurement
 from gateway.ieee11073.numbers import Special
 from gateway.ieee11073.registry import decode
-from tests.test_sim_ble import FAST, VENDOR_START, Link, next_value, running
+from tests.sim_central import FAST, VENDOR_START, Link, next_value, running
 
 READABLE = {
     "ecg": [0x2A38, 0x2BF3],

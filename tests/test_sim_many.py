@@ -6,9 +6,7 @@ import asyncio
 import json
 import re
 import signal
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,9 +28,9 @@ from firmware_sim import (
 )
 from firmware_sim import characteristics as ch
 from firmware_sim.simulator import MAX_SENSORS
-from tests.test_sim_ble import FAST, next_value, running, tasks_left
+from tests.processes import BEDSIDE_SIM, read_line
+from tests.sim_central import FAST, next_value, running, tasks_left
 
-BEDSIDE_SIM = Path(sys.executable).with_name("bedside-sim")
 TIMEOUT_S = 30.0
 STRESS = "ecg:5,spo2:5,bp:5,thermo:5"
 
@@ -200,13 +198,6 @@ async def test_controllers_for_unknown_keys_are_rejected() -> None:
 
 
 # -- the command -----------------------------------------------------------------------------------
-async def _line(stream: asyncio.StreamReader) -> str:
-    async with asyncio.timeout(TIMEOUT_S):
-        line = await stream.readline()
-    assert line, "bedside-sim ended early"
-    return line.decode().rstrip("\n")
-
-
 async def test_cli_count_syntax_and_statistics_lines() -> None:
     process = await asyncio.create_subprocess_exec(
         str(BEDSIDE_SIM),
@@ -219,19 +210,19 @@ async def test_cli_count_syntax_and_statistics_lines() -> None:
     assert process.stderr is not None
     interrupted = False
     try:
-        assert (await _line(process.stdout)).startswith("hci\ttcp-server\t")
-        listed = [(await _line(process.stdout)).split("\t") for _ in range(3)]
+        assert (await read_line(process.stdout)).startswith("hci\ttcp-server\t")
+        listed = [(await read_line(process.stdout)).split("\t") for _ in range(3)]
         addresses = sensor_addresses(4, ["ecg", "ecg", "thermo"])
         assert [row[0] for row in listed] == ["ecg", "ecg-2", "thermo"]
         for key, name, address in listed:
             assert address == addresses[key]
             assert name.endswith(_suffix(address))
         process.send_signal(signal.SIGUSR1)
-        live: dict[str, Any] = json.loads(await _line(process.stdout))
+        live: dict[str, Any] = json.loads(await read_line(process.stdout))
         process.send_signal(signal.SIGINT)
         process.send_signal(signal.SIGINT)  # impatient: the second one must not break the stop
         interrupted = True
-        final: dict[str, Any] = json.loads(await _line(process.stdout))
+        final: dict[str, Any] = json.loads(await read_line(process.stdout))
     finally:
         if not interrupted:
             process.send_signal(signal.SIGINT)
@@ -272,8 +263,8 @@ async def test_final_statistics_count_exactly_what_a_central_received() -> None:
     streaming = asyncio.Event()  # ten values from each
     interrupted = False
     try:
-        port = (await _line(process.stdout)).split("\t")[2]
-        addresses = [(await _line(process.stdout)).split("\t")[2] for _ in range(2)]
+        port = (await read_line(process.stdout)).split("\t")[2]
+        addresses = [(await read_line(process.stdout)).split("\t")[2] for _ in range(2)]
         async with await open_transport(f"tcp-client:127.0.0.1:{port}") as transport:
             central = Device.with_hci(
                 "central", Address("F0:F1:F2:F3:F4:F7"), transport.source, transport.sink
@@ -304,7 +295,7 @@ async def test_final_statistics_count_exactly_what_a_central_received() -> None:
             async with asyncio.timeout(TIMEOUT_S):
                 for ended in gone:  # the sensors end the links after their last packet
                     await ended.wait()
-                final: dict[str, Any] = json.loads(await _line(process.stdout))
+                final: dict[str, Any] = json.loads(await read_line(process.stdout))
             await central.power_off()
     finally:
         if not interrupted:
