@@ -82,8 +82,7 @@ async def flush_context(engine: Engine) -> None:
 
 # -- the Gemma 3 turn format (pure) ----------------------------------------------------------------
 # Expected strings follow Gemma 3's chat template (tokenizer_config.json "chat_template" of the
-# google/gemma-3 instruction-tuned checkpoints) and DESIGN.md §5, without <bos> (the engine adds
-# it).
+# google/gemma-3 instruction-tuned checkpoints), without <bos> (the engine adds it).
 
 
 def test_format_single_user_turn() -> None:
@@ -316,7 +315,8 @@ async def test_stop_string_cuts_text_and_context_keeps_only_returned_tokens(
 
 async def test_kv_reuse_evaluates_only_the_injected_measurement(engine: Engine) -> None:
     """A consultation turn: ~1,200 tokens of context, then a measurement is injected (~25 tokens);
-    only those are evaluated, not the whole prompt (DESIGN.md §5: prefix reuse across turns)."""
+    only those are evaluated, not the whole prompt (docs/architecture.md: the KV cache holds the
+    prefix across turns)."""
     history = " ".join(
         f"At {h:02d}:00 heart rate {60 + h} /min, SpO2 {90 + h % 9} %, BP {110 + h}/{70 + h}."
         for h in range(24)
