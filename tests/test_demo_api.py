@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,61 +18,25 @@ import openai
 
 from gateway.fhir import jsonio
 from gateway.forward.signing import KeyStore, verify_bundle
+from tests.demo_process import demo_arguments, wait_healthz
+from tests.processes import free_port
 from tests.test_consultations_api import sse
 
 BEDSIDE = shutil.which("bedside", path=str(Path(sys.executable).parent)) or "bedside"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _until_ready(base: str, demo: subprocess.Popen[str]) -> None:
-    """Until /healthz answers (at once) and says the assistant has loaded (seconds later)."""
-    answered = False
-    async with aiohttp.ClientSession() as session:
-        for _ in range(1200):
-            assert demo.poll() is None, demo.stderr.read() if demo.stderr else "demo exited"
-            try:
-                async with session.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        answered = True
-                        health = await response.json()
-                        assert health["assistant"] in {"loading", "ready"}, health
-                        if health["assistant"] == "ready":
-                            return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(
-        "the demo's assistant never became ready" if answered else "the demo's API never answered"
-    )
-
-
 async def test_consultation_with_require_through_the_demo_api(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     demo = subprocess.Popen(  # noqa: ASYNC220 - the demo runs beside the test
-        [
-            BEDSIDE,
-            "demo",
-            "--headless",
-            "--for",
-            "600",
-            "--http-port",
-            str(port),
-            "--data-dir",
-            str(tmp_path),
-        ],
+        [BEDSIDE, *demo_arguments(port, tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ | {"HF_HUB_OFFLINE": "1"},
     )
     try:
-        await _until_ready(base, demo)
+        await wait_healthz(base, demo, ready=True)
         token = (tmp_path / "demo-token").read_text(encoding="utf-8").strip()
         auth = {"Authorization": f"Bearer {token}"}
         async with (

