@@ -2,7 +2,8 @@
 
 One event loop, one top-level ``asyncio.TaskGroup``, every task named: the sensor manager (scan +
 one session per sensor), one task per uplink and one outbox pump per uplink, the systemd
-watchdog, and while it loads the assistant loader. SQLite work runs in the store's own threads.
+watchdog, and the assistant loader while the assistant loads. SQLite work runs in the store's own
+threads.
 
 The HTTP API is served before anything slow: ``/healthz`` answers at once, with ``"assistant":
 "loading"`` while the ``assistant-loader`` task loads the engine (llama.cpp), the retriever and
