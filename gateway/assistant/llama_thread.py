@@ -34,6 +34,7 @@ from gateway.assistant.errors import (
     ModelLoadError,
     PromptError,
 )
+from gateway.assistant.llama_load import load_llama
 from gateway.assistant.manifest import Manifest, ResolvedModel, resolve_model
 from gateway.assistant.settings import LLAMA_DEFAULT_SEED, AssistantSettings
 from gateway.assistant.stops import StopMatcher
@@ -147,7 +148,8 @@ class EngineThread(threading.Thread):
         import llama_cpp
 
         try:
-            llm = llama_cpp.Llama(
+            llm = load_llama(
+                cpu_repack=settings.cpu_repack,
                 model_path=str(resolved.path),
                 n_ctx=n_ctx,
                 n_batch=min(settings.n_batch, n_ctx),

@@ -63,6 +63,11 @@ class AssistantSettings(BaseModel):
         description="full-size sliding-window KV cache; Gemma 3 needs it so that a context "
         "cut back (a reply stopped at a stop string) keeps its prefix",
     )
+    cpu_repack: bool | None = Field(
+        default=None,
+        description="llama.cpp's extra CPU weight buffers (AMX tiles, repacked layouts); unset: "
+        "on, except on a virtual machine whose CPU advertises AMX (its kernels fault there)",
+    )
     seed: Annotated[int, Field(ge=0, lt=LLAMA_DEFAULT_SEED)] | None = Field(
         default=None,
         description="sampling seed for requests that give none (unset: a random one each time)",
