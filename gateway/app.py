@@ -231,7 +231,8 @@ class Gateway:
     def health_checks(self) -> dict[str, HealthCheck]:
         """The components ``/healthz`` reports besides the assistant: name → a callable returning
         JSON-able data, called on every request (``gateway.web.services.HealthCheck``)."""
-        return {}
+        manager = self.manager
+        return {"radio": manager.radio.as_json} if manager is not None else {}
 
     async def _serve_http(self, stack: AsyncExitStack) -> AsyncExitStack:
         """Serve the API now, the assistant ``"loading"`` (or ``"disabled"``); returns the stack

@@ -12,7 +12,9 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.app import Gateway
@@ -27,6 +29,7 @@ STREAMING = "streaming"
 KINDS = ("spo2", "thermo")
 DEVICES = ",".join(KINDS)
 WAIT_S = 30.0
+TOKEN = "radio-test-token-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +42,8 @@ async def gateway_on(tmp_path: Path, transport: str) -> AsyncIterator[Gateway]:
     settings = load_settings(
         data_dir=tmp_path,
         ble={"transport": transport, "auto_accept": True},
-        http={"enabled": False},
+        http={"port": 0, "token": TOKEN},
+        assistant={"enabled": False},
     )
     gateway = Gateway(settings)
     task = asyncio.create_task(gateway.run(), name="gateway")
@@ -51,6 +55,14 @@ async def gateway_on(tmp_path: Path, transport: str) -> AsyncIterator[Gateway]:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def healthz(gateway: Gateway) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{gateway.http_port}/healthz"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        body: dict[str, Any] = await response.json()
+        return body
 
 
 def streaming(gateway: Gateway) -> bool:
@@ -79,12 +91,18 @@ async def test_nothing_on_the_hci_port_then_a_simulator_appears(
         assert len(warnings) == 1, "one line per outage, not one per retry"
         assert "retrying in" in warnings[0].getMessage()
         assert gateway.status_line().startswith("radio down")
-        assert await gateway.summary()  # the rest of the gateway answers meanwhile
+        health = await healthz(gateway)  # the API is served meanwhile and says why
+        assert health["status"] == "ok"
+        assert health["radio"]["state"] == "down"
+        assert health["radio"]["reason"].startswith(f"no Bluetooth radio on {transport!r}")
+        summary = await gateway.summary()
+        assert summary["radio"]["state"] == "down"
+        assert summary["outbox"]["pending"] == 0
 
         with bedside_sim(port, DEVICES, stop=signal.SIGKILL):
             await wait_until(lambda: streaming(gateway), WAIT_S, "sensors on the new radio")
             assert manager.radio.state is RadioState.UP
-            assert manager.radio.as_json() == {"state": "up", "transport": transport}
+            assert (await healthz(gateway))["radio"] == {"state": "up", "transport": transport}
 
         # The simulator was killed: the radio went away, the sessions show why.
         await wait_until(
