@@ -80,7 +80,7 @@ VENDOR_WRITE = "a3c87501-8ed3-4bdf-8a39-a01bebede295"
 VENDOR_LONG = "a3c87502-8ed3-4bdf-8a39-a01bebede295"
 VENDOR_SLOW = "a3c87503-8ed3-4bdf-8a39-a01bebede295"  # answers a read only when the test says so
 
-# DESIGN.md §4 vectors: a Heart Rate Measurement and a Blood Pressure Measurement.
+# Published vectors (docs/standards.md): a Heart Rate Measurement and a Blood Pressure Measurement.
 HRM_VECTOR = bytes.fromhex("1E5532002100")
 BPM_VECTOR = bytes.fromhex("1E8A00580078000000041114293B3C00012700")
 LONG_VALUE = bytes(range(256)) + bytes(44)  # 300 bytes: needs Read Blob after the first Read
