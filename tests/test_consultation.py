@@ -1,6 +1,6 @@
 """The consultation loop with the real llama.cpp and the embedded Gemma 3 270M (loaded once per
 session), against the firmware simulator (tests/harness.running_gateway) and, where the test is
-about what reaches the sensors, a fake sensors object that records every call.
+about what reaches the sensors, a fake sensors object that records every call (tests/fakes.py).
 
 The model is tiny and pretrained (not instruction-tuned): the tests assert the protocol — events,
 their order, which codes reach the sensors, what the context holds, how many tokens the engine
@@ -9,22 +9,17 @@ evaluated — never the wording. Everything runs greedy.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import datetime as dt
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
-from decimal import Decimal
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from gateway.assistant import AssistantSettings, Engine, format_gemma3
+from gateway.assistant import Engine, format_gemma3
 from gateway.assistant.consultation import (
-    Consultation,
     ConsultationBusyError,
     ConsultationClosedError,
     ConsultationEvent,
@@ -55,126 +50,34 @@ from gateway.assistant.prompts import (
     system_prompt,
     tag,
 )
-from gateway.ble.session import SessionState
-from gateway.fhir.device import GatewayInfo
 from gateway.fhir.read import observation_codes
 from gateway.forward.service import build_signer
 from gateway.forward.signing import Signer, SigningKey
-from gateway.profiles import DeviceProfile, Measure
-from gateway.rag.errors import EmptyIndexError
+from gateway.profiles import DeviceProfile
 from gateway.rag.retriever import DocumentRef, Passage
+from tests.fakes import (
+    GATEWAY,
+    HR,
+    NOW,
+    SPO2,
+    STREAMING,
+    TEMP,
+    FakeRetriever,
+    HangingSensors,
+    KindProfile,
+    RecordingSensors,
+    Spy,
+    kind_profile,
+    reply_events,
+)
 from tests.harness import Running, running_gateway, wait_until
-from tests.test_engine import data_dir
 
-N_CTX = 4096
-# One thread: on the shared 2-core test machine llama.cpp's spinning threads slow down by an
-# order of magnitude when another process takes a core.
-ENGINE_SETTINGS = AssistantSettings(n_ctx=N_CTX, n_threads=1, seed=7)
-GATEWAY = GatewayInfo("0011223344556677", name="gw-test", manufacturer="test")
-NOW = dt.datetime(2025, 1, 2, 10, 0, tzinfo=dt.UTC)
-STREAMING = str(SessionState.STREAMING)
-HR, SPO2, TEMP = "8867-4", "59408-5", "8310-5"  # LOINC (docs/standards.md, PHD IG mapping)
 # Tokens the engine may evaluate beyond the appended ones: where re-tokenizing generated text
 # differs from the sampled tokens at the boundary (a piece split differently).
 BOUNDARY_SLACK = 4
-BOUNDED_S = 60  # a reply must end within this, whatever the sensors do
-
-
-@pytest.fixture(scope="session")
-def consultation_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    llm = Engine(ENGINE_SETTINGS, data_dir=data_dir(tmp_path_factory), progress=False)
-    asyncio.run(llm.start())
-    yield llm
-    asyncio.run(llm.close())
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class FakeStatus:
-    address: str
-    name: str
-    kind: str
-    state: str = STREAMING
-
-
-FAKE_VALUES = {HR: (Decimal(72), "/min"), SPO2: (Decimal(97), "%"), TEMP: (Decimal("36.8"), "Cel")}
-
-
-def fake_observation(code: str, value: Decimal, unit: str) -> dict[str, Any]:
-    """A minimal FHIR R4 Observation (the shape the PHD IG mapping produces, reduced)."""
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-        "effectiveDateTime": "2025-01-02T10:00:00Z",
-        "valueQuantity": {
-            "value": value,
-            "unit": unit,
-            "system": "http://unitsofmeasure.org",
-            "code": unit,
-        },
-        "device": {"reference": "urn:uuid:6a1b4c1e-8f4e-5c8b-9d1c-2f3a4b5c6d7e"},
-    }
-
-
-class RecordingSensors:
-    """Sensors that measure instantly and record every code that reached ``measure()``."""
-
-    def __init__(self, measurable: Mapping[str, list[str]]) -> None:
-        self.measurable = dict(measurable)
-        self.calls: list[str] = []
-
-    def can_measure(self) -> dict[str, list[str]]:
-        return dict(self.measurable)
-
-    def statuses(self) -> list[FakeStatus]:
-        addresses = sorted({a for v in self.measurable.values() for a in v})
-        return [FakeStatus(a, f"sensor {a}", "ecg") for a in addresses]
-
-    async def measure(
-        self,
-        loinc_code: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - the sensors API takes a timeout
-    ) -> dict[str, Any]:
-        self.calls.append(loinc_code)
-        value, unit = FAKE_VALUES[loinc_code]
-        return fake_observation(loinc_code, value, unit)
-
-
-class Spy:
-    """The real sensor manager, recording every code that reached ``measure()``."""
-
-    def __init__(self, inner: Sensors) -> None:
-        self.inner = inner
-        self.calls: list[str] = []
-
-    def can_measure(self) -> Mapping[str, Sequence[str]]:
-        return self.inner.can_measure()
-
-    def statuses(self) -> Sequence[Any]:
-        return self.inner.statuses()
-
-    async def measure(
-        self,
-        loinc_code: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - the sensors API takes a timeout
-    ) -> Mapping[str, Any]:
-        self.calls.append(loinc_code)
-        return await self.inner.measure(loinc_code, timeout)
-
-
-@dataclasses.dataclass(frozen=True)
-class KindProfile:
-    """A sensor kind as the consultation reads its device profile: codes, measure timeout."""
-
-    loinc: tuple[str, ...]
-    measure: Measure
-
-
-def kind_profile(*codes: str, timeout_s: float = 20.0) -> KindProfile:
-    return KindProfile(codes, Measure(method="wait", timeout_s=timeout_s))
 
 
 def service_for(
@@ -194,12 +97,6 @@ def service_for(
         profiles=profiles,
         clock=lambda: NOW,
     )
-
-
-async def reply_events(consultation: Consultation, content: str) -> list[ConsultationEvent]:
-    async with asyncio.timeout(BOUNDED_S):
-        async with consultation.send(content) as reply:
-            return [event async for event in reply]
 
 
 def protocol_events(events: Sequence[ConsultationEvent]) -> list[tuple[str, str]]:
@@ -366,19 +263,6 @@ async def test_measurement_limit_per_reply(consultation_engine: Engine) -> None:
     assert sensors.calls == [HR, HR]
     assert done_of(events).finish_reason == "measurement_limit"
     assert consultation.transcript().count("No more measurements in this reply (at most 1)") == 1
-
-
-class HangingSensors(RecordingSensors):
-    """A sensor that accepts the request and never delivers (ignoring its timeout)."""
-
-    async def measure(
-        self,
-        loinc_code: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - the sensors API takes a timeout
-    ) -> dict[str, Any]:
-        self.calls.append(loinc_code)
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
 
 
 async def test_a_silent_sensor_is_bounded_by_the_kind_timeout(consultation_engine: Engine) -> None:
@@ -608,21 +492,6 @@ async def test_sensor_gone_the_model_is_told_and_nothing_hangs(
     assert f"Observation {TEMP} Body temperature unavailable: {reason}" in consultation.transcript()
     assert not any(isinstance(e, ObservationReceived) for e in events)
     assert done_of(events).finish_reason in {"stop", "length", "measurement_limit"}
-
-
-class FakeRetriever:
-    """Stands in for gateway.rag's Retriever (tested with real embeddings in test_rag.py):
-    returns passages of the real Passage type, or raises EmptyIndexError like an empty index."""
-
-    def __init__(self, passages: list[Passage] | None) -> None:
-        self.passages = passages
-        self.queries: list[tuple[str, int, float | None]] = []
-
-    async def search(self, query: str, k: int = 6, threshold: float | None = None) -> list[Passage]:
-        self.queries.append((query, k, threshold))
-        if self.passages is None:
-            raise EmptyIndexError(Path("index.db"))
-        return self.passages[:k]
 
 
 PASSAGES = [

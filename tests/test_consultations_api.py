@@ -25,22 +25,12 @@ from gateway.forward.service import build_signer
 from gateway.forward.signing import KeyStore, Signer, SigningKey, verify_bundle
 from gateway.web.app import bound_port, build_app, serve
 from gateway.web.consultations import setup_consultations
+from tests.fakes import GATEWAY, HR, SPO2, STREAMING, RecordingSensors, kind_profile
 from tests.harness import running_gateway, wait_until
-from tests.test_consultation import (
-    GATEWAY,
-    HR,
-    SPO2,
-    STREAMING,
-    RecordingSensors,
-    consultation_engine,
-    kind_profile,
-)
-
-__all__ = ["consultation_engine"]  # the session fixture, shared with test_consultation
+from tests.sse import Event, sse
 
 TOKEN = "consultation-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-Event = tuple[str, Any]
 
 
 @asynccontextmanager
@@ -65,22 +55,6 @@ async def call(
     async with session.request(method, url, json=body, data=data, headers=headers) as response:
         text = await response.text()
         return response.status, response.content_type, jsonio.loads(text) if text else None
-
-
-async def sse(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-    """Server-sent events (WHATWG HTML §9.2.6): ``event:`` and ``data:`` lines, a blank line
-    dispatches."""
-    name, data = "message", list[str]()
-    async for raw in response.content:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield name, jsonio.loads("\n".join(data))
-            name, data = "message", []
-        elif line.startswith("event:"):
-            name = line[len("event:") :].strip()
-        elif line.startswith("data:"):
-            data.append(line[len("data:") :].lstrip(" "))
 
 
 def references(value: object) -> list[str]:

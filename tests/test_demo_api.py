@@ -20,7 +20,7 @@ from gateway.fhir import jsonio
 from gateway.forward.signing import KeyStore, verify_bundle
 from tests.demo_process import demo_arguments, wait_healthz
 from tests.processes import free_port
-from tests.test_consultations_api import sse
+from tests.sse import sse
 
 BEDSIDE = shutil.which("bedside", path=str(Path(sys.executable).parent)) or "bedside"
 

@@ -55,16 +55,9 @@ def chat(text: str) -> str:
 PROMPT = chat("List three vital signs.")
 
 
-def data_dir(factory: pytest.TempPathFactory) -> Path:
-    """Shared by the test modules of one session: the embedded model is assembled once."""
-    path = factory.getbasetemp() / "bedside-data"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    llm = Engine(SETTINGS, data_dir=data_dir(tmp_path_factory), progress=False)
+def engine(model_data_dir: Path) -> Iterator[Engine]:
+    llm = Engine(SETTINGS, data_dir=model_data_dir, progress=False)
     asyncio.run(llm.start())
     yield llm
     asyncio.run(llm.close())
@@ -213,11 +206,9 @@ def test_stop_matcher_equals_cutting_the_whole_text(
 # -- the engine with the real model ----------------------------------------------------------------
 
 
-def test_model_is_assembled_verified_and_described(
-    engine: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_model_is_assembled_verified_and_described(engine: Engine, model_data_dir: Path) -> None:
     entry = load_manifest().entry("gemma-3-270m")
-    models = data_dir(tmp_path_factory) / "models"
+    models = model_data_dir / "models"
     assert engine.model_info == ModelInfo(
         name="gemma-3-270m",
         file=models / entry.file,
@@ -449,10 +440,8 @@ async def test_prompt_limits(engine: Engine) -> None:
         engine.stream(PROMPT, top_p=0)
 
 
-async def test_close_fails_queued_requests_and_refuses_new_ones(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    llm = Engine(SETTINGS, data_dir=data_dir(tmp_path_factory), progress=False)
+async def test_close_fails_queued_requests_and_refuses_new_ones(model_data_dir: Path) -> None:
+    llm = Engine(SETTINGS, data_dir=model_data_dir, progress=False)
     with pytest.raises(EngineClosedError):
         llm.stream(PROMPT)
     await llm.start()
@@ -474,14 +463,14 @@ async def test_close_fails_queued_requests_and_refuses_new_ones(
 
 
 async def test_a_window_sized_swa_cache_is_reused_only_where_it_still_holds(
-    tmp_path_factory: pytest.TempPathFactory,
+    model_data_dir: Path,
 ) -> None:
     """With swa_full=False Gemma 3's sliding-window layers keep only the last n_swa + n_ubatch
     positions (512 + 512 here): cutting back a little reuses the cache, cutting back past what
     the window still holds re-evaluates everything (llama-server's rule) instead of going on
     with missing positions."""
     settings = SETTINGS.model_copy(update={"swa_full": False})
-    async with Engine(settings, data_dir=data_dir(tmp_path_factory), progress=False) as llm:
+    async with Engine(settings, data_dir=model_data_dir, progress=False) as llm:
         text = " ".join(f"Reading {i}: heart rate {60 + i % 40} /min." for i in range(200))
         tokens = llm.tokenize(text)[:1800]
         await llm.complete(tokens, max_tokens=1, **GREEDY)

@@ -32,7 +32,6 @@ from gateway.web.app import bound_port, build_app, serve
 from gateway.web.services import DISABLED_MESSAGE, LOADING_MESSAGE
 from tests.demo_process import demo_arguments, wait_healthz
 from tests.processes import free_port
-from tests.test_engine import data_dir
 
 TOKEN = "gateway-http-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -79,7 +78,7 @@ async def call(
 
 
 async def test_healthz_answers_while_loading_then_the_assistant_is_ready(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, model_data_dir: Path
 ) -> None:
     go = asyncio.Event()
     asked = asyncio.Event()
@@ -89,7 +88,7 @@ async def test_healthz_answers_while_loading_then_the_assistant_is_ready(
         await go.wait()
         engine = Engine(
             AssistantSettings(n_ctx=1024, n_threads=1, seed=3),
-            data_dir=data_dir(tmp_path_factory),
+            data_dir=model_data_dir,
             progress=False,
         )
         await engine.start()

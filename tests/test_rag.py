@@ -1,6 +1,6 @@
 """Retrieval end to end with the real parts: the embedded all-MiniLM-L6-v2 through
 sentence-transformers, sqlite-vec through sqlean, the corpus of tests/data/rag/ (written for these
-tests) plus a generated PDF (tests/test_rag_pdf.py). The model loads once per process."""
+tests) plus a generated PDF (tests/documents.py). The model loads once per process."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from gateway.rag.extract import DocumentKind, Extracted, Section
 from gateway.rag.index import Index, connect
 from gateway.rag.ingest import ingest
 from gateway.rag.retriever import DocumentRef
-from tests.test_rag_pdf import sepsis_pdf
+from tests.documents import sepsis_pdf
 
 pytestmark = pytest.mark.slow
 

@@ -47,18 +47,7 @@ from gateway.fhir.resource import MappedResource
 from gateway.forward.signing import Signer, SigningKey, verify_bundle
 from gateway.store.aio import AsyncStore
 from gateway.store.models import TopicKind
-from tests.test_consultation import (
-    GATEWAY,
-    HR,
-    NOW,
-    SPO2,
-    RecordingSensors,
-    consultation_engine,
-    fake_observation,
-    reply_events,
-)
-
-__all__ = ["consultation_engine"]  # the session fixture, shared with test_consultation
+from tests.fakes import GATEWAY, HR, NOW, SPO2, RecordingSensors, fake_observation, reply_events
 
 VALUES = [Decimal(72), Decimal(97), Decimal(120), Decimal(80)]
 MODEL = ModelIdentity(
