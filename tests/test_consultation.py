@@ -287,11 +287,14 @@ async def test_a_silent_sensor_is_bounded_by_the_kind_timeout(consultation_engin
 
 async def test_the_reply_timeout_bounds_measurements_too(consultation_engine: Engine) -> None:
     sensors = HangingSensors({HR: ["AA:01"]})
+    # The reply's limit must leave the model time to reach the (forced) tag on a busy machine;
+    # the sensor's own limit is far beyond it, so only the reply's can end the wait.
     service = service_for(
-        consultation_engine, sensors, reply_timeout_s=1.0, default_measure_timeout_s=30.0
+        consultation_engine, sensors, reply_timeout_s=8.0, default_measure_timeout_s=600.0
     )
     consultation = service.create([HR])
     events = await reply_events(consultation, "Heart rate?")
+    assert sensors.calls == [HR]
     assert isinstance(events[1], ObservationUnavailable)
     assert done_of(events).finish_reason == "timeout"
     assert not consultation.busy
