@@ -385,8 +385,8 @@ def start_servers(
     ours_url, window_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{window_port}"
     quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     ours = [sys.executable, __file__, "--data-dir", str(data_dir), "--serve"]
-    reference = [
-        *(sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)),
+    reference = [  # llama_cpp.server, with the engine's choice of CPU buffers (see main)
+        *(sys.executable, __file__, "--llama-cpp-server", "--model", str(model_path)),
         *("--model_alias", MODEL, "--n_ctx", str(N_CTX), "--chat_format", "gemma"),
         *("--n_threads", str(THREADS), "--n_threads_batch", str(THREADS)),
         *("--logits_all", "false", "--api_key", TOKEN),
@@ -418,15 +418,14 @@ def reference_missing() -> str | None:
 
 
 def bench() -> dict[str, Any]:
-    from llama_cpp import Llama
-
     from gateway.assistant import format_gemma3
+    from gateway.assistant.llama_load import load_llama
     from gateway.assistant.manifest import resolve_model
 
     data_dir = BENCH_DIR / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_model(model=MODEL, model_path=None, data_dir=data_dir, progress=False)
-    llm = Llama(
+    llm = load_llama(  # Llama() with the engine's choice of CPU buffers, so the baseline is fair
         model_path=str(resolved.path),
         n_ctx=N_CTX,
         n_threads=THREADS,
@@ -516,7 +515,22 @@ def reference_figures(measured: Measured) -> dict[str, Any]:
     }
 
 
+def run_llama_cpp_server(arguments: list[str]) -> None:
+    """``python -m llama_cpp.server ARGUMENTS`` with the CPU buffers the engine would use (on a
+    VM that advertises AMX, llama.cpp's AMX kernels fault: see gateway/assistant/llama_load.py)."""
+    import runpy
+
+    from gateway.assistant.llama_load import cpu_flags, cpu_repack_default, model_defaults
+
+    sys.argv = ["llama_cpp.server", *arguments]
+    with model_defaults(use_extra_bufts=cpu_repack_default(cpu_flags())):
+        runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--llama-cpp-server"]:  # internal: the reference server
+        run_llama_cpp_server(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", type=int, metavar="PORT", help="internal: run our server")
     parser.add_argument("--data-dir", type=Path, default=BENCH_DIR / "data")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.assistant.llama_load import _model_defaults, cpu_flags, cpu_repack_default
+from gateway.assistant.llama_load import cpu_flags, cpu_repack_default, model_defaults
 
 XEON_VM = "processor\t: 0\nflags\t\t: fpu sse2 avx512f hypervisor amx_bf16 amx_tile amx_int8\n"
 
@@ -36,6 +36,6 @@ def test_the_choice_reaches_llama_model_params(use: bool) -> None:
     import llama_cpp.llama_cpp as low_level
 
     original = low_level.llama_model_default_params
-    with _model_defaults(use_extra_bufts=use):
+    with model_defaults(use_extra_bufts=use):
         assert low_level.llama_model_default_params().use_extra_bufts is use
     assert low_level.llama_model_default_params is original

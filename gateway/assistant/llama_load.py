@@ -41,7 +41,8 @@ def cpu_repack_default(flags: frozenset[str]) -> bool:
 
 
 @contextlib.contextmanager
-def _model_defaults(*, use_extra_bufts: bool) -> Iterator[None]:
+def model_defaults(*, use_extra_bufts: bool) -> Iterator[None]:
+    """Every ``llama_cpp.Llama`` created inside the block gets ``use_extra_bufts``."""
     import llama_cpp.llama_cpp as low_level
 
     original = low_level.llama_model_default_params
@@ -65,5 +66,5 @@ def load_llama(*, cpu_repack: bool | None = None, **kwargs: Any) -> Any:
     import llama_cpp
 
     use = cpu_repack_default(cpu_flags()) if cpu_repack is None else cpu_repack
-    with _model_defaults(use_extra_bufts=use):
+    with model_defaults(use_extra_bufts=use):
         return llama_cpp.Llama(**kwargs)
