@@ -94,6 +94,8 @@ class MiniLM:
 
 async def serve_ours(port: int, data_dir: Path, *, swa_full: bool) -> None:
     from gateway.assistant import AssistantSettings, Engine
+    from gateway.rag.embedder import limit_cpu_threads
+    from gateway.rag.settings import RagSettings
     from gateway.web.app import build_app, serve
 
     stop = asyncio.Event()
@@ -106,6 +108,7 @@ async def serve_ours(port: int, data_dir: Path, *, swa_full: bool) -> None:
         progress=False,
     )
     await engine.start()
+    limit_cpu_threads(RagSettings().service_threads)  # as the gateway runs its embedder
     app = build_app(token=TOKEN, engine=engine, embedder=MiniLM())
     runner = await serve(app, "127.0.0.1", port)
     await stop.wait()

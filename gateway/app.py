@@ -259,7 +259,7 @@ class Gateway:
     async def load_models(self, stack: AsyncExitStack) -> AssistantParts:
         """The configured engine, retriever and embedder, loaded (seconds each, in threads)."""
         from gateway.assistant.engine import Engine
-        from gateway.rag.embedder import Embedder
+        from gateway.rag.embedder import Embedder, limit_cpu_threads
         from gateway.rag.errors import RagError
         from gateway.rag.retriever import Retriever
 
@@ -270,6 +270,7 @@ class Gateway:
         retriever = await stack.enter_async_context(Retriever(self.data_dir, settings.rag))
         embedder = Embedder.from_settings(settings.rag)
         try:
+            await asyncio.to_thread(limit_cpu_threads, settings.rag.service_threads)
             await retriever.warm_up()
             await asyncio.to_thread(embedder.load)
         except RagError as exc:  # consultations answer without retrieval; /v1/embeddings fails

@@ -112,6 +112,20 @@ def _load(name: str, device: str) -> _Loaded:
         return loaded
 
 
+def limit_cpu_threads(threads: int) -> None:
+    """Torch's CPU threads for every embedding in this process.
+
+    In the gateway the embedder shares the process and the CPU with llama.cpp, whose OpenMP
+    threads spin between the operations of each generated token. A second OpenMP team (torch's)
+    puts more threads under libgomp than there are CPUs, and libgomp then throttles every team's
+    spinning: llama.cpp lost about 40 % of its tokens per second on 2 cores after one embedding
+    (measured with bench/llm.py). One thread keeps torch out of OpenMP.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 class Embedder:
     """One configured embedding model; loads on first use (seconds), then stays loaded."""
 

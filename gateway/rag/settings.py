@@ -41,6 +41,12 @@ class RagSettings(BaseModel):
         description="passages with a cosine similarity below this are dropped",
     )
     batch_size: int = Field(default=32, ge=1, le=4096, description="texts per embedding batch")
+    service_threads: int = Field(
+        default=1,
+        ge=1,
+        description="torch CPU threads for embeddings inside the running gateway, where they "
+        "share the CPU with llama.cpp (`bedside ingest` uses torch's default)",
+    )
     oversample: int = Field(
         default=8,
         ge=1,
