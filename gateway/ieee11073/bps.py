@@ -161,7 +161,8 @@ class _BloodPressureLayout:
         ) -> None: ...
 
     def _compound(self) -> tuple[SFloat, SFloat, SFloat]:
-        raise NotImplementedError
+        """The three compound fields in wire order; each characteristic names its own."""
+        raise NotImplementedError  # an abstract hook: both subclasses define it
 
     def __post_init__(self) -> None:
         if self.user_id is not None:
