@@ -158,7 +158,7 @@ class SensorManager:
         reason = radio_trouble(self.radio.transport, exc)
         # One line per outage at warning; the retries that follow at debug.
         level = logging.DEBUG if self.radio.state is RadioState.DOWN else logging.WARNING
-        log.log(level, "%s; retrying in %.0f s", reason, delay)
+        log.log(level, "%s; retrying in %.1f s", reason, delay)
         self.radio.down(reason, delay)
         for session in self._sessions.values():
             session.radio_lost("radio down")
