@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "gateway.json"
+GIVEN_RADIO = "in-process"  # the radio's name when the caller hands over open backends (demo)
 EUI48_BITS = 48
 
 
@@ -192,7 +193,7 @@ class Gateway:
                         if backends is not None
                         else functools.partial(open_link, settings.ble.transport)
                     ),
-                    transport=settings.ble.transport,
+                    transport=settings.ble.transport if backends is None else GIVEN_RADIO,
                     last_record_time=store.last_record_time,
                     tz=settings.tz,
                 )
@@ -218,7 +219,7 @@ class Gateway:
                     log.info(
                         "gateway %s running (transport %s, %d uplink(s))",
                         self.identity.gateway_id,
-                        settings.ble.transport,
+                        manager.radio.transport,
                         len(uplinks),
                     )
                     self.ready.set()

@@ -36,6 +36,7 @@ def test_demo_headless_prints_one_json_summary(tmp_path: Path) -> None:
         assert set(device) >= {"address", "name", "kind", "state", "observations"}
     assert summary["observations"]["8867-4"] > 0
     assert summary["decode_errors"] == 0
+    assert summary["radio"] == {"state": "up", "transport": "in-process"}
     assert set(summary["outbox"]) >= {"pending", "delivered", "dead"}
 
 
