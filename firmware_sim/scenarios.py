@@ -130,12 +130,18 @@ class FaultSettings(_Model):
     battery_start: Percent = 95
     battery_drain_per_min: Annotated[float, Field(ge=0)] = 0.05
     low_battery_threshold: Percent = 15
+    # A battery change: the sensor powers off (links drop, advertising pauses), its clock loses
+    # the time and restarts at the unset epoch, and the new battery is full.
+    battery_change_every_s: Seconds | None = None
 
 
 class Scenario(_Model):
     name: str = "custom"
     description: str = ""
     advertising_interval_ms: Annotated[float, Field(ge=20, le=10240)] = 100
+    # How fast (positive) or slow the sensors' clocks run, in parts per million; each sensor
+    # gets the value, so a gateway that set their clocks sees them walk away at that rate.
+    clock_drift_ppm: Annotated[float, Field(ge=-1000, le=1000)] = 0.0
     vitals: Vitals = Vitals()
     ecg: EcgSettings = EcgSettings()
     spo2: Spo2Settings = Spo2Settings()

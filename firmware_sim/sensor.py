@@ -93,6 +93,7 @@ class SensorStats:
     ghs_observations: int = 0
     ghs_segments: int = 0
     clock_writes: int = 0
+    battery_changes: int = 0  # the clock lost its time each time
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -133,7 +134,12 @@ class Sensor(abc.ABC):
         self._index = context.index
         self._start_time = context.start_time
         self._loop = asyncio.get_running_loop()
-        self.clock = DeviceClock(self._loop.time, BOOT_OFFSET, context.start_time)
+        self.clock = DeviceClock(
+            self._loop.time,
+            BOOT_OFFSET,
+            context.start_time,
+            drift_ppm=context.scenario.clock_drift_ppm,
+        )
         self.connection: Connection | None = None
         self._subscriptions: dict[int, tuple[bool, bool]] = {}
         self._faults = PacketFaults(context.scenario.faults)
@@ -514,6 +520,8 @@ class Sensor(abc.ABC):
             loops.append(self._disconnect_loop)
         if faults.burst_every_s is not None:
             loops.append(self._burst_loop)
+        if faults.battery_change_every_s is not None:
+            loops.append(self._battery_change_loop)
         async with asyncio.TaskGroup() as group:
             for loop in loops:
                 group.create_task(loop(), name=f"{self.name}: {loop.__name__}")
@@ -558,6 +566,20 @@ class Sensor(abc.ABC):
             await self._drop_link(faults.advertising_pause_s)
 
         await self.periodic(every, drop, phase=(self._index * every / 4.0) % every)
+
+    async def _battery_change_loop(self) -> None:
+        faults = self.scenario.faults
+        every = faults.battery_change_every_s
+        if every is None:  # pragma: no cover - the loop only runs when configured
+            return
+
+        async def change() -> None:
+            self.clock.power_cycle()
+            self._battery = 100.0
+            self.stats.battery_changes += 1
+            await self._drop_link(faults.advertising_pause_s)
+
+        await self.periodic(every, change)
 
     async def _burst_loop(self) -> None:
         faults = self.scenario.faults
