@@ -30,9 +30,9 @@ DIS_AND_BATTERY = [u16(s) for s in ("2A29", "2A24", "2A25", "2A27", "2A26", "2A2
 BATTERY_NOTIFY = Subscription(uuid=u16("2A19"), mode="notify")
 
 
-def test_the_four_profiles_load() -> None:
+def test_the_five_profiles_load() -> None:
     profiles = load_profiles()
-    assert sorted(profiles) == ["bp", "ecg", "spo2", "thermo"]
+    assert sorted(profiles) == ["bp", "ecg", "glucose", "spo2", "thermo"]
     for profile in profiles.values():
         assert profile.time_sync
         assert {r.uuid for r in profile.read} >= set(DIS_AND_BATTERY)
@@ -82,6 +82,7 @@ def test_bp_profile() -> None:
         uuid="9a1c0002-5b3e-4f6a-8d2c-7e4b1f0a9c01",
         value="01",
         timeout_s=120,
+        burden="cuff-inflation",
     )
     assert bp.stored_records.racp_subscription == Subscription(uuid=u16("2A52"), mode="indicate")
 
@@ -94,6 +95,19 @@ def test_thermo_profile() -> None:
     assert Subscription(uuid=u16("2A1C"), mode="indicate") in thermo.subscribe
     assert Subscription(uuid=u16("2A1E"), mode="notify") in thermo.subscribe
     assert u16("2A1D") in {r.uuid for r in thermo.read}
+
+
+def test_glucose_profile() -> None:
+    glucose = load_profiles()["glucose"]
+    assert glucose.specialization == 528401  # MDC_DEV_SPEC_PROFILE_GLUCOSE: 8 << 16 | 4113
+    assert glucose.match_services == (u16("1808"),)
+    assert glucose.loinc == ("2339-0", "15074-8")
+    assert Subscription(uuid=u16("2A18"), mode="notify") in glucose.subscribe
+    assert Subscription(uuid=u16("2A34"), mode="notify") in glucose.subscribe
+    assert u16("2A51") in {r.uuid for r in glucose.read}
+    # GLS §3.4: records come only over the RACP; no trigger starts a reading.
+    assert glucose.stored_records == StoredRecords(racp=u16("2A52"), measurement=u16("2A18"))
+    assert glucose.measure.method == "wait"
 
 
 def test_profile_codes_are_known_to_the_fhir_code_table() -> None:

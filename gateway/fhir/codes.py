@@ -65,10 +65,23 @@ class MdcCode:
     display: str
     loinc: tuple[Coding, ...]
     vital_sign: bool
+    loinc_units: tuple[int | None, ...] = ()  # per LOINC coding: the only unit it fits, or None
 
     @property
     def coding(self) -> Coding:
         return Coding(MDC_SYSTEM, str(self.code), self.ref)
+
+    def loinc_for(self, unit_code: int | None) -> tuple[Coding, ...]:
+        """The LOINC codings that fit a value in ``unit_code``: a LOINC code names its property
+        (Glucose [Mass/volume] vs [Moles/volume]), so one restricted to a unit is left out for
+        values in another (or without one)."""
+        if not any(self.loinc_units):
+            return self.loinc
+        return tuple(
+            coding
+            for coding, unit in zip(self.loinc, self.loinc_units, strict=True)
+            if unit is None or unit == unit_code
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +142,7 @@ class _Model(BaseModel):
 class _LoincEntry(_Model):
     code: str
     display: str
+    unit: int | None = None  # an MDC dimension code: the coding fits values in this unit only
 
     @field_validator("code")
     @classmethod
@@ -217,6 +231,10 @@ class _CodeTableFile(_Model):
             _known("status", name, entry.security, self.security)
         for name, reason in self.special.items():
             _known("special", name, reason, self.data_absent_reason)
+        for code, mdc_entry in self.mdc.items():
+            for lc in mdc_entry.loinc:
+                if lc.unit is not None and lc.unit not in self.unit:
+                    raise ValueError(f"mdc.{code}: LOINC {lc.code} unit {lc.unit} has no [unit]")
         for name, cond in self.condition.items():
             if cond.bits is not None and cond.bits not in self.mdc:
                 raise ValueError(f"condition.{name}: bits {cond.bits} has no [mdc] entry")
@@ -267,6 +285,7 @@ def build_code_table(data: Mapping[str, Any]) -> CodeTable:
             e.display,
             tuple(Coding(LOINC_SYSTEM, lc.code, lc.display) for lc in e.loinc),
             e.vital_sign,
+            tuple(lc.unit for lc in e.loinc),
         )
         for code, e in raw.mdc.items()
     }

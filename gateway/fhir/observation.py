@@ -208,18 +208,21 @@ _CODE_CACHE_SIZE: Final = 1024  # type codes come off the radio: bound what is r
 
 
 @functools.lru_cache(maxsize=_CODE_CACHE_SIZE)
-def _code_template(code: int) -> tuple[tuple[dict[str, str], ...], str | None, bool]:
-    """Codings, text and vital-sign flag of an MDC code, computed once per code."""
+def _code_template(
+    code: int, unit_code: int | None = None
+) -> tuple[tuple[dict[str, str], ...], str | None, bool]:
+    """Codings, text and vital-sign flag of an MDC code (LOINC codings that fit ``unit_code``),
+    computed once per code and unit."""
     entry = code_table().mdc.get(code)
     if entry is None:
         return ({"system": MDC_SYSTEM, "code": str(code)},), None, False
-    codings = (entry.coding.as_json(), *(lc.as_json() for lc in entry.loinc))
+    codings = (entry.coding.as_json(), *(lc.as_json() for lc in entry.loinc_for(unit_code)))
     return codings, entry.display, entry.vital_sign
 
 
-def _codeable(code: int) -> dict[str, Any]:
+def _codeable(code: int, unit_code: int | None = None) -> dict[str, Any]:
     """``code`` as a fresh CodeableConcept: MDC coding first, then LOINC (PhdBaseObservation)."""
-    codings, text, _ = _code_template(code)
+    codings, text, _ = _code_template(code, unit_code)
     out: dict[str, Any] = {"coding": [dict(c) for c in codings]}
     if text is not None:
         out["text"] = text
@@ -292,14 +295,13 @@ def _data_format(count: int) -> str:
 
 
 def _component(table: CodeTable, c: Measurement, parent_unit: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"code": _codeable(c.type_code)}
+    unit = c.unit_code if c.unit_code is not None else parent_unit
+    out: dict[str, Any] = {"code": _codeable(c.type_code, unit)}
     effects = _status_effects(int(c.status))
     if effects.data_absent_reason is not None:
         out["dataAbsentReason"] = _concept(effects.data_absent_reason)
     else:
-        key, value = _number_or_absent(
-            table, c, c.unit_code if c.unit_code is not None else parent_unit
-        )
+        key, value = _number_or_absent(table, c, unit)
         out[key] = value
     if effects.interpretations:
         out["interpretation"] = [_concept(i) for i in effects.interpretations]
@@ -338,6 +340,7 @@ def _common(
     type_code: int,
     identifier: str | None,
     effective: str,
+    unit_code: int | None = None,
 ) -> dict[str, Any]:
     """The head of every Observation, in the element order FHIR JSON examples use."""
     obs: dict[str, Any] = {
@@ -351,7 +354,7 @@ def _common(
         obs["identifier"] = [{"system": PHD_IDENTIFIER_SYSTEM, "value": identifier}]
     obs["status"] = status
     obs["category"] = _categories(type_code)
-    obs["code"] = _codeable(type_code)
+    obs["code"] = _codeable(type_code, unit_code)
     if run.ctx.patient is not None:
         obs["subject"] = {"reference": run.ctx.patient.reference}
     obs["effectiveDateTime"] = effective
@@ -408,6 +411,7 @@ def _observation(run: _Run, index: int, m: Measurement) -> MappedResource:
         type_code=m.type_code,
         identifier=identifier,
         effective=effective,
+        unit_code=m.unit_code,
     )
     if effects.security:
         obs["meta"]["security"] = [s.as_json() for s in effects.security]
