@@ -2,8 +2,9 @@
 
 One event loop, one top-level ``asyncio.TaskGroup``, every task named: the sensor manager (scan +
 one session per sensor), one task per uplink and one outbox pump per uplink, the systemd
-watchdog, and the assistant loader while the assistant loads. SQLite work runs in the store's own
-threads.
+watchdog, the patient watch (``patient-watch``: applies a claim of held readings made by
+``bedside patient set --claim-held``), and the assistant loader while the assistant loads. SQLite
+work runs in the store's own threads.
 
 The HTTP API is served before anything slow: ``/healthz`` answers at once, with ``"assistant":
 "loading"`` while the ``assistant-loader`` task loads the engine (llama.cpp), the retriever and
@@ -37,6 +38,8 @@ from gateway.fhir.observation import PatientRef
 from gateway.forward.service import Forwarding, build_signer, build_uplinks, open_store
 from gateway.forward.settings import ForwardSettings
 from gateway.observations import Ingest
+from gateway.patients.assignment import PatientAssignment
+from gateway.patients.service import PatientService
 from gateway.profiles import load_profiles
 from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.web.auth import API_TOKEN_FILE
@@ -150,6 +153,7 @@ class Gateway:
         self.manager: SensorManager | None = None
         self.ingest: Ingest | None = None
         self.store: AsyncStore | None = None
+        self.patients: PatientService | None = None
         self.forwarding: Forwarding | None = None
         self.ready = asyncio.Event()
         self.consultations: ConsultationService | None = None
@@ -172,7 +176,7 @@ class Gateway:
         self.store = store
         try:
             async with AsyncExitStack() as stack:
-                patient = (
+                configured = (
                     PatientRef(
                         settings.patient.reference,
                         settings.patient.identifier_system,
@@ -181,7 +185,21 @@ class Gateway:
                     if settings.patient is not None
                     else None
                 )
-                ingest = Ingest(store, self.info, self.profiles, settings.tz, patient)
+                patients = PatientService(
+                    PatientAssignment(self.data_dir, configured),
+                    store,
+                    on_change=self._patient_changed,
+                )
+                self.patients = patients
+                await patients.refresh()  # a claim made while the gateway was stopped
+                ingest = Ingest(
+                    store,
+                    self.info,
+                    self.profiles,
+                    settings.tz,
+                    patients.current,
+                    on_held=patients.note_held,
+                )
                 self.ingest = ingest
                 manager = SensorManager(
                     self.profiles,
@@ -208,10 +226,9 @@ class Gateway:
                     self.forwarding.start(tasks)
                     tasks.create_task(manager.run(), name="ble-manager")
                     tasks.create_task(self._watchdog(), name="systemd-watchdog")
+                    tasks.create_task(patients.run(), name="patient-watch")
                     if models is not None and settings.assistant.enabled:
-                        loading = self._assistant_task(
-                            models, signer, store, ingest, manager, patient
-                        )
+                        loading = self._assistant_task(models, signer, store, ingest, manager)
                         tasks.create_task(loading, name="assistant-loader")
                     else:
                         self.assistant_settled.set()
@@ -232,17 +249,28 @@ class Gateway:
     def health_checks(self) -> dict[str, HealthCheck]:
         """The components ``/healthz`` reports besides the assistant: name → a callable returning
         JSON-able data, called on every request (``gateway.web.services.HealthCheck``)."""
-        manager = self.manager
-        return {"radio": manager.radio.as_json} if manager is not None else {}
+        checks: dict[str, HealthCheck] = {}
+        if self.manager is not None:
+            checks["radio"] = self.manager.radio.as_json
+        if self.patients is not None:
+            checks["patient"] = self.patients.as_json
+        return checks
+
+    def _patient_changed(self, patient: PatientRef | None) -> None:
+        """A consultation's draft report names the patient assigned when it is drafted."""
+        if self.consultations is not None:
+            self.consultations.patient = patient
 
     async def _serve_http(self, stack: AsyncExitStack) -> AsyncExitStack:
         """Serve the API now, the assistant ``"loading"`` (or ``"disabled"``); returns the stack
         the assistant's parts close on, closed after the server has stopped."""
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
+        from gateway.web.patient import setup_patient
         from gateway.web.services import AssistantServices
 
         settings = self.settings
+        assert self.patients is not None
         models = await stack.enter_async_context(AsyncExitStack())
         self.assistant = AssistantServices("loading" if settings.assistant.enabled else "disabled")
         app = build_app(
@@ -250,7 +278,7 @@ class Gateway:
             max_body_bytes=settings.http.max_body_bytes,
             assistant=self.assistant,
             health=self.health_checks(),
-            setup=[setup_consultations()],
+            setup=[setup_consultations(), setup_patient(self.patients)],
         )
         runner = await serve(app, settings.http.host, settings.http.port)
         stack.push_async_callback(runner.cleanup)
@@ -285,7 +313,6 @@ class Gateway:
         store: AsyncStore,
         ingest: Ingest,
         manager: SensorManager,
-        patient: PatientRef | None,
     ) -> None:
         """Load the assistant behind the served API; it becomes ready, or failed."""
         from gateway.assistant.consultation import ConsultationService, sensor_device_resolver
@@ -306,7 +333,7 @@ class Gateway:
                 signer=signer,
                 store=store,
                 retriever=parts.retriever,
-                patient=patient,
+                patient=self.patients.current() if self.patients is not None else None,
                 settings=self.settings.consultation,
                 devices=sensor_device_resolver(manager.statuses, ingest.sensor_info),
                 profiles=self.profiles,
@@ -347,7 +374,8 @@ class Gateway:
         statuses = self.manager.statuses() if self.manager is not None else []
         store = self.store
         counts = await store.observation_counts() if store is not None else {}
-        outbox = await store.outbox_stats() if store is not None else {}
+        usage = await store.outbox_usage() if store is not None else None
+        outbox: dict[str, Any] = {} if usage is None else usage.as_dict() | {"held": usage.held}
         api = (
             {
                 "url": f"http://{self.settings.http.host}:{self.http_port}",
@@ -376,7 +404,8 @@ class Gateway:
             "observations": dict(sorted(counts.items())),
             "decode_errors": sum(s.decode_errors for s in statuses),
             "reconnects": sum(s.reconnects for s in statuses),
-            "outbox": {k: outbox.get(k, 0) for k in ("pending", "delivered", "dead")}
+            "patient": self.patients.as_json() if self.patients is not None else None,
+            "outbox": {k: outbox.get(k, 0) for k in ("pending", "delivered", "dead", "held")}
             | {"quota_alarm": bool(outbox.get("quota_alarm", False))},
         }
 

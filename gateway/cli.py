@@ -233,10 +233,12 @@ def _register_subcommands() -> None:
     from gateway.assistant.commands import register as register_assistant
     from gateway.forward.commands import register as register_forwarding
     from gateway.hospital.commands import register as register_hospital
+    from gateway.patients.commands import register as register_patient
     from gateway.rag.commands import register as register_rag
 
     register_forwarding(app)
     register_hospital(app)
+    register_patient(app)
     register_rag(app)
     register_assistant(app)
 

@@ -2,7 +2,9 @@
 
 The simulator's four sensors sit on a virtual radio; the gateway attaches to it through an
 in-memory HCI transport and the Bumble-backed bleak backend, i.e. the same BLE code that runs on
-BlueZ. Interactive mode shows a live terminal view; ``--headless --for N`` runs N seconds and
+BlueZ. The demo's readings belong to the demo patient (``Patient/demo``, :data:`DEMO_PATIENT`)
+unless a patient is configured or assigned, so its forwarded Observations have a subject.
+Interactive mode shows a live terminal view; ``--headless --for N`` runs N seconds and
 prints one JSON summary line.
 """
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 DEMO_KINDS = ("ecg", "spo2", "bp", "thermo")
 REFRESH_S = 0.5
+DEMO_PATIENT = "Patient/demo"
 VITALS = (
     ("147842", "Heart rate (ECG)"),
     ("149530", "Pulse rate (oximeter)"),
@@ -73,7 +76,10 @@ async def run_demo(
 ) -> dict[str, Any] | None:
     """Run the simulator and the gateway; return the summary in headless mode."""
     from firmware_sim import Simulator
+    from gateway.config import PatientSettings
 
+    if settings.patient is None:
+        settings = settings.model_copy(update={"patient": PatientSettings(reference=DEMO_PATIENT)})
     gateway = Gateway(settings)
     async with Simulator(
         list(DEMO_KINDS), scenario=scenario, seed=seed, overrides=overrides

@@ -5,6 +5,10 @@ store inserts the ones it has not seen (the PHD IG identifier is the key, so sto
 downloaded twice are stored once) and, in the same transaction, enqueues their signed transaction
 Bundle for every uplink. Observations that were new are announced to ``on_observation`` (the
 sensor manager resolves measure-on-demand waiters with them).
+
+Each notification's Observations get the patient assigned when it arrives (``patient()``, asked
+once per notification) as ``subject``; with none assigned they are stored without one and their
+Bundle is held back from the uplinks until a claim (docs/contracts.md, "Patient").
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ class Ingest:
     gateway: GatewayInfo
     profiles: Mapping[str, DeviceProfile]
     tz: dt.tzinfo = dt.UTC
-    patient: PatientRef | None = None
+    patient: Callable[[], PatientRef | None] = lambda: None
+    """The patient assigned now (None: hold the readings); see :mod:`gateway.patients`."""
+    on_held: Callable[[int], None] | None = None
+    """Told how many readings a held-back Bundle carries."""
     on_observation: Callable[[ObservationEvent], None] | None = None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     latest: dict[str, str] = field(default_factory=dict)
@@ -85,7 +92,8 @@ class Ingest:
     ) -> None:
         sensor = self.sensor_info(status)
         await self._device_changed(status, sensor)
-        ctx = MappingContext(sensor, self.gateway, self.clock(), self.tz, self.patient)
+        patient = self.patient()
+        ctx = MappingContext(sensor, self.gateway, self.clock(), self.tz, patient)
         mapped = map_measurements(measurements, ctx)
         records = [
             ObservationRecord(
@@ -104,7 +112,18 @@ class Ingest:
             devices = [gateway_device(self.gateway), sensor_device(sensor)]
             return transaction_bundle([*devices, *chosen], timestamp=ctx.received_at)
 
-        new_ids = set(await self.store.add_observations(status.address, records, bundle_factory))
+        hold = patient is None
+        new_ids = set(
+            await self.store.add_observations(
+                status.address,
+                records,
+                bundle_factory,
+                patient=None if patient is None else patient.reference,
+                hold=hold,
+            )
+        )
+        if hold and new_ids and self.store.uplinks and self.on_held is not None:
+            self.on_held(len(new_ids))
         for m in mapped:
             text = display_value(m.resource)
             if text is not None:

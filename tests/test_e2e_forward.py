@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway.fhir.read import observation_codes
 from tests import fixtures_mqtt
@@ -28,14 +29,14 @@ def _bedside(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BEDSIDE, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
-def _received(out: Path) -> list[dict[str, object]]:
+def _received(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("*.json"))]
 
 
-def _codes(bundles: list[dict[str, object]]) -> set[str]:
+def _codes(bundles: list[dict[str, Any]]) -> set[str]:
     codes: set[str] = set()
     for bundle in bundles:
-        for entry in bundle.get("entry", []):  # type: ignore[attr-defined]
+        for entry in bundle.get("entry", []):
             resource = entry["resource"]
             if resource["resourceType"] == "Observation":
                 codes.update(observation_codes(resource))
@@ -58,7 +59,10 @@ async def test_sensor_data_reaches_the_receiver_signed(tmp_path: Path, broker: M
     )
     try:
         async with running_gateway(
-            data_dir, ["ecg", "spo2", "thermo"], mqtt={"url": broker.url}
+            data_dir,
+            ["ecg", "spo2", "thermo"],
+            mqtt={"url": broker.url},
+            patient={"reference": "Patient/e2e"},
         ) as run:
             want = {"8867-4", "59408-5", "8310-5", "131330"}
 
@@ -80,11 +84,18 @@ async def test_sensor_data_reaches_the_receiver_signed(tmp_path: Path, broker: M
     bundles = _received(out)
     assert all(b["resourceType"] == "Bundle" and "signature" in b for b in bundles)
     device_bundles = [
-        b
-        for b in bundles
-        if all(e["resource"]["resourceType"] == "Device" for e in b["entry"])  # type: ignore[index]
+        b for b in bundles if all(e["resource"]["resourceType"] == "Device" for e in b["entry"])
     ]
     assert device_bundles, "the sensors' Device Bundles were published too"
+    observations = [
+        e["resource"]
+        for b in bundles
+        for e in b["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    ]
+    # PHD IG PhdBaseObservation.subject 1..1: the configured patient on every one
+    assert observations
+    assert all(o["subject"] == {"reference": "Patient/e2e"} for o in observations)
     one = next(out.glob("*.json"))
     verified = _bedside("verify", str(one), "--key", str(jwk))
     assert verified.returncode == 0, verified.stderr

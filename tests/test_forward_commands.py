@@ -148,6 +148,7 @@ def test_outbox_retry_dead_and_show(tmp_path: Path) -> None:
         "delivered": 0,
         "dead": 1,
         "quota_alarm": False,
+        "held": 0,
         "dead_items": [
             {"id": first.id, "uplink": "https", "attempts": 1, "error": "HTTP 422: unknown unit"}
         ],

@@ -4,19 +4,25 @@ store (the draft is enqueued, signed, on the drafts topic)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from firmware_sim import Simulator
+from gateway.app import AssistantParts, Gateway
 from gateway.assistant.consultation import (
     ConsultationClosedError,
     ConsultationService,
@@ -41,6 +47,8 @@ from gateway.assistant.report import (
     report_schema,
     unsupported_numbers,
 )
+from gateway.ble.bumble import BumbleAdapter
+from gateway.config import load_settings
 from gateway.fhir import jsonio
 from gateway.fhir.observation import PatientRef
 from gateway.fhir.resource import MappedResource
@@ -380,3 +388,54 @@ def test_parse_report_takes_a_raw_newline_inside_a_string() -> None:
     assert parse_report('{"conclusion": "line one\nline two"}') == ReportContent(
         "line one\nline two"
     )
+
+
+# -- the gateway's consultations name the patient assigned -------------------------------------
+
+
+async def test_gateway_report_subject_is_the_assigned_patient(
+    consultation_engine: Engine, tmp_path: Path
+) -> None:
+    """The draft's subject is the patient assigned when it is drafted (runtime assignment through
+    the API); with none assigned the report has no subject and says so in its proposal."""
+    token = "report-patient-token-0123456789abcdef"
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def loader(stack: AsyncExitStack) -> AssistantParts:
+        return AssistantParts(consultation_engine)  # the session's engine: not closed here
+
+    config = load_settings(
+        data_dir=tmp_path,
+        ble={"auto_accept": True},
+        http={"port": 0, "token": token},
+        consultation={"report_max_tokens": 16, "report_fallback_max_tokens": 256},
+    )
+    async with Simulator(["thermo"], seed=1) as sim:
+        hci = await sim.attach_host()
+        async with BumbleAdapter(hci) as adapter:
+            gateway = Gateway(config, assistant_loader=loader)
+            task = asyncio.create_task(gateway.run(backends=adapter.backends), name="gateway")
+            try:
+                await asyncio.wait_for(gateway.ready.wait(), 30)
+                await asyncio.wait_for(gateway.assistant_settled.wait(), 60)
+                service = gateway.consultations
+                assert service is not None
+                base = f"http://127.0.0.1:{gateway.http_port}/api/patient"
+                async with aiohttp.ClientSession() as http:
+                    async with http.put(
+                        base, json={"reference": "Patient/r1"}, headers=auth
+                    ) as response:
+                        assert response.status == 200
+                    assigned = await service.close(service.create().id)
+                    async with http.delete(base, headers=auth) as response:
+                        assert response.status == 200
+                    unassigned = await service.close(service.create().id)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    (report,) = of_type(validate_resources(assigned), "DiagnosticReport")
+    assert report["subject"] == {"reference": "Patient/r1"}
+    (report,) = of_type(validate_resources(unassigned), "DiagnosticReport")
+    assert "subject" not in report

@@ -64,7 +64,7 @@ def payload_bundle(payload: str) -> dict[str, Any]:
 
 
 def test_fresh_store_is_wal_at_the_latest_version(store: Store) -> None:
-    assert user_version(store.conn) == len(MIGRATIONS) == 2
+    assert user_version(store.conn) == len(MIGRATIONS) == 3
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -79,7 +79,7 @@ def test_upgrade_from_version_1_keeps_data(tmp_path: Path) -> None:
     )
     conn.close()
     with Store(path) as upgraded:
-        assert user_version(upgraded.conn) == 2
+        assert user_version(upgraded.conn) == len(MIGRATIONS)
         assert upgraded.observation_counts() == {"8867-4": 1}
         assert upgraded.outbox_stats() == OutboxStats(0, 0, 0, False, quota_bytes=512 * 2**20)
 
@@ -91,7 +91,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaVersionError) as caught:
         Store(path)
-    assert (caught.value.found, caught.value.known) == (7, 2)
+    assert (caught.value.found, caught.value.known) == (7, len(MIGRATIONS))
     assert str(path) in str(caught.value)
     assert "upgrade the gateway" in str(caught.value)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.fhir.resource import MappedResource, fhir_datetime
@@ -71,3 +71,28 @@ def collection_bundle(
     if entries:  # FHIR JSON has no empty arrays
         bundle["entry"] = [{"fullUrl": r.full_url, "resource": r.resource} for r in entries]
     return bundle
+
+
+def with_subject(resource: Mapping[str, Any], reference: str) -> dict[str, Any]:
+    """A copy of an Observation with ``subject`` set to ``reference`` (PHD IG
+    PhdBaseObservation.subject, 1..1); other resources are returned unchanged (copied)."""
+    out = dict(resource)
+    if out.get("resourceType") == "Observation":
+        out["subject"] = {"reference": reference}
+    return out
+
+
+def bundle_with_subject(
+    bundle: Mapping[str, Any], reference: str, *, timestamp: _dt.datetime | None = None
+) -> dict[str, Any]:
+    """A copy of ``bundle`` whose Observation entries have ``subject`` = ``reference`` (and a new
+    ``timestamp`` when given: the time the Bundle is assembled, FHIR R4 Bundle.timestamp)."""
+    out = dict(bundle)
+    if timestamp is not None:
+        out["timestamp"] = fhir_datetime(timestamp)
+    if "entry" in out:
+        out["entry"] = [
+            {**entry, "resource": with_subject(entry["resource"], reference)}
+            for entry in out["entry"]
+        ]
+    return out

@@ -158,7 +158,8 @@ def outbox_show(
     with _open_store(data_dir) as store:
         stats = store.outbox_stats()
         items = store.outbox_items(state=OutboxState.DEAD, limit=1000) if dead else []
-    summary: dict[str, object] = dict(stats.as_dict())
+    # held: readings kept out of the outbox because no patient was assigned (docs/contracts.md)
+    summary: dict[str, object] = {**stats.as_dict(), "held": stats.held}
     if dead:
         summary["dead_items"] = [
             {

@@ -12,6 +12,7 @@ from gateway.store.models import (
     OutboxItem,
     OutboxState,
     OutboxStats,
+    Released,
     StoredObservation,
     TopicKind,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "OutboxItem",
     "OutboxState",
     "OutboxStats",
+    "Released",
     "SchemaVersionError",
     "Store",
     "StoreClosedError",

@@ -30,6 +30,7 @@ from gateway.store.models import (
     OutboxItem,
     OutboxState,
     OutboxStats,
+    Released,
     StoredObservation,
     TopicKind,
 )
@@ -250,16 +251,32 @@ class AsyncStore:
         device_address: str,
         observations: Sequence[ObservationRecord],
         bundle_factory: BundleFactory,
+        *,
+        patient: str | None = None,
+        hold: bool = False,
     ) -> list[str]:
         """See :meth:`Store.add_observations`; ``bundle_factory`` runs in the writer thread."""
         records = list(observations)
         new = await self._writer.submit(
-            lambda s: s.add_observations(device_address, records, bundle_factory),
+            lambda s: s.add_observations(
+                device_address, records, bundle_factory, patient=patient, hold=hold
+            ),
             durable=bool(self.uplinks),
         )
-        if new:
+        if new and not hold:
             self._notify()
         return new
+
+    async def release_held(
+        self, reference: str, *, after: datetime | None, before: datetime
+    ) -> Released:
+        """See :meth:`Store.release_held`; wakes the pumps when something was released."""
+        released = await self._writer.submit(
+            lambda s: s.release_held(reference, after=after, before=before), durable=True
+        )
+        if released.bundles:
+            self._notify()
+        return released
 
     async def enqueue_bundle(self, kind: TopicKind, bundle: Mapping[str, Any]) -> str | None:
         bundle_id = await self._writer.submit(

@@ -67,6 +67,14 @@ class StoredObservation:
 
 
 @dataclass(frozen=True, slots=True)
+class Released:
+    """What a claim released: Bundles moved from held to the outbox and the readings in them."""
+
+    bundles: int
+    readings: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceRecord:
     """A sensor the gateway has seen; ``info`` holds the Device Information Service values."""
 
@@ -102,7 +110,9 @@ class OutboxItem:
 class OutboxStats:
     """Counts over the whole outbox; ``quota_alarm`` when undelivered items alone exceed the quota.
 
-    ``as_dict()`` is the ``{"pending", "delivered", "dead", "quota_alarm"}`` summary.
+    ``held`` counts the Bundles kept out of the outbox for want of a patient (and
+    ``held_readings`` the Observations in them; docs/contracts.md, "Patient"). ``as_dict()`` is
+    the ``{"pending", "delivered", "dead", "quota_alarm"}`` summary.
     """
 
     pending: int
@@ -113,6 +123,9 @@ class OutboxStats:
     delivered_bytes: int = 0
     dead_bytes: int = 0
     quota_bytes: int = 0
+    held: int = 0
+    """Bundles held back, not in the outbox yet: readings taken with no patient assigned."""
+    held_readings: int = 0
 
     def as_dict(self) -> dict[str, int | bool]:
         return {

@@ -109,7 +109,31 @@ def _v2_outbox(conn: sqlite3.Connection) -> None:
     _run(conn, _V2_OUTBOX)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_devices_observations, _v2_outbox)
+# Readings taken while no patient was assigned are stored but not forwarded: their Bundle waits,
+# unsigned, in `held` until a patient is assigned and claims them (docs/contracts.md, "Patient").
+# observations.patient is the patient reference assigned when the reading was received (NULL:
+# none), so a later change of patient never re-labels it.
+_V3_PATIENT_HELD = (
+    "ALTER TABLE observations ADD COLUMN patient TEXT",
+    """CREATE TABLE held (
+        row INTEGER PRIMARY KEY,
+        reason TEXT NOT NULL CHECK (reason IN ('no patient')),
+        kind TEXT NOT NULL CHECK (kind IN ('observations')),
+        bundle TEXT NOT NULL,
+        keys TEXT NOT NULL,
+        readings INTEGER NOT NULL,
+        created TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX held_created ON held(created)",
+)
+
+
+def _v3_patient_held(conn: sqlite3.Connection) -> None:
+    """The patient of each reading and the Bundles held back for want of one (version 3)."""
+    _run(conn, _V3_PATIENT_HELD)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_devices_observations, _v2_outbox, _v3_patient_held)
 """Append only: never edit or reorder a released migration."""
 
 

@@ -8,6 +8,10 @@ Bundle, nor a Bundle for an Observation that was rolled back.
 
 Use :class:`gateway.store.aio.AsyncStore` from asyncio code; it runs this class in its own threads.
 
+Readings taken while no patient is assigned (``hold=True``) are stored, but their Bundle is kept
+unsigned in the ``held`` table instead of the outbox; :meth:`Store.release_held` later fills in the
+patient as ``subject``, signs and enqueues them (docs/contracts.md, "Patient").
+
 Disk quota: ``quota_bytes`` bounds the outbox payload bytes. When an enqueue pushes the total over
 it, delivered items are pruned oldest first down to :data:`PRUNE_TARGET` of the quota; undelivered
 (pending or dead) items are never dropped: when they alone exceed the quota the stats raise
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from gateway.fhir import jsonio
+from gateway.fhir.bundle import bundle_with_subject, with_subject
 from gateway.store.errors import StoreClosedError
 from gateway.store.models import (
     DeviceRecord,
@@ -34,6 +39,7 @@ from gateway.store.models import (
     OutboxItem,
     OutboxState,
     OutboxStats,
+    Released,
     StoredObservation,
     TopicKind,
 )
@@ -276,6 +282,9 @@ class Store:
         device_address: str,
         observations: Sequence[ObservationRecord],
         bundle_factory: BundleFactory,
+        *,
+        patient: str | None = None,
+        hold: bool = False,
     ) -> list[str]:
         """Store the Observations not stored yet and enqueue their signed Bundle, atomically.
 
@@ -283,6 +292,10 @@ class Store:
         one is new, ``bundle_factory(new resource dicts)`` builds one Bundle, which is signed and
         enqueued for every uplink in the same transaction. Returns the identifiers of the new
         Observations, in input order.
+
+        ``patient`` (the reference assigned when the readings were received) is kept with each
+        Observation. ``hold``: no patient is assigned, so the Bundle is kept unsigned in the held
+        table (reason "no patient") instead of the outbox, until :meth:`release_held`.
         """
         for record in observations:
             if record.device_address != device_address:
@@ -296,8 +309,8 @@ class Store:
             for record in observations:
                 cursor = conn.execute(
                     """INSERT INTO observations (identifier, code, device_address, effective,
-                           received, resource)
-                       VALUES (?, ?, ?, ?, ?, ?)
+                           received, resource, patient)
+                       VALUES (?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (identifier) DO NOTHING""",
                     (
                         record.identifier,
@@ -306,14 +319,68 @@ class Store:
                         None if record.effective is None else to_text(record.effective),
                         received,
                         jsonio.dumps(dict(record.resource)),
+                        patient,
                     ),
                 )
                 if cursor.rowcount == 1:
                     new.append(record)
             if new and self.uplinks:
                 bundle = bundle_factory([dict(record.resource) for record in new])
-                self._enqueue(conn, TopicKind.OBSERVATIONS, bundle, received)
+                if hold:
+                    conn.execute(
+                        """INSERT INTO held (reason, kind, bundle, keys, readings, created)
+                           VALUES ('no patient', ?, ?, ?, ?, ?)""",
+                        (
+                            TopicKind.OBSERVATIONS.value,
+                            jsonio.dumps(dict(bundle)),
+                            json.dumps([record.identifier for record in new]),
+                            len(new),
+                            received,
+                        ),
+                    )
+                else:
+                    self._enqueue(conn, TopicKind.OBSERVATIONS, bundle, received)
         return [record.identifier for record in new]
+
+    def release_held(self, reference: str, *, after: datetime | None, before: datetime) -> Released:
+        """Give the held readings received in ``(after, before]`` to the patient ``reference``.
+
+        In one transaction: each held Bundle gets ``subject`` on its Observations and a new
+        timestamp, is signed and enqueued for every uplink; the stored Observations get the same
+        subject and the patient; the held rows go. Readings held outside the window stay held.
+        Idempotent: a second call finds nothing left in the window.
+        """
+        now = self._now()
+        bundles = readings = 0
+        with self._write(durable=True) as conn:
+            rows = conn.execute(
+                """SELECT row, kind, bundle, keys FROM held
+                   WHERE (?1 IS NULL OR created > ?1) AND created <= ?2 ORDER BY row""",
+                (None if after is None else to_text(after), to_text(before)),
+            ).fetchall()
+            for row in rows:
+                bundle = bundle_with_subject(
+                    jsonio.loads(row["bundle"]), reference, timestamp=self._clock()
+                )
+                if self.uplinks:
+                    self._enqueue(conn, TopicKind(row["kind"]), bundle, now)
+                for key in json.loads(row["keys"]):
+                    stored = conn.execute(
+                        "SELECT resource FROM observations WHERE identifier = ? "
+                        "AND patient IS NULL",
+                        (key,),
+                    ).fetchone()
+                    if stored is None:
+                        continue
+                    resource = with_subject(jsonio.loads(stored["resource"]), reference)
+                    conn.execute(
+                        "UPDATE observations SET resource = ?, patient = ? WHERE identifier = ?",
+                        (jsonio.dumps(resource), reference, key),
+                    )
+                    readings += 1
+                conn.execute("DELETE FROM held WHERE row = ?", (row["row"],))
+                bundles += 1
+        return Released(bundles, readings)
 
     def _observation(self, row: sqlite3.Row) -> StoredObservation:
         return StoredObservation(
@@ -464,6 +531,9 @@ class Store:
         pending, pending_bytes = usage[OutboxState.PENDING]
         delivered, delivered_bytes = usage[OutboxState.DELIVERED]
         dead, dead_bytes = usage[OutboxState.DEAD]
+        held = self.conn.execute(
+            "SELECT count(*) AS bundles, coalesce(sum(readings), 0) AS readings FROM held"
+        ).fetchone()
         return OutboxStats(
             pending=pending,
             delivered=delivered,
@@ -473,4 +543,6 @@ class Store:
             delivered_bytes=delivered_bytes,
             dead_bytes=dead_bytes,
             quota_bytes=self.quota_bytes,
+            held=held["bundles"],
+            held_readings=held["readings"],
         )
