@@ -8,9 +8,10 @@ consultation. :func:`build_draft` makes the transaction Bundle:
 
 - ``DiagnosticReport``: status ``preliminary``; code LOINC 11488-4 "Consult note" (a consultation
   summary is a consult note: LOINC's document ontology names that kind of document for the
-  outcome of a consultation; 11526-1 is a pathology study, which this is not); ``subject`` when a
-  patient is configured; ``effectivePeriod`` the consultation's span; ``result`` exactly the
-  Observations obtained or used in the consultation; ``conclusion`` the model's text; findings as
+  outcome of a consultation; 11526-1 is a pathology study, which this is not); ``subject`` the
+  patient assigned when the report is drafted (docs/contracts.md, "Patient");
+  ``effectivePeriod`` the consultation's span; ``result`` exactly the Observations obtained or
+  used in the consultation; ``conclusion`` the model's text; findings as
   ``conclusionCode`` (text, and the LOINC code of the measurement a finding concerns).
 - Every number in the conclusion or a finding that is not the value of one of those Observations
   is flagged with the extension :data:`UNSUPPORTED_NUMBER_EXTENSION` (R4's DiagnosticReport has no
@@ -64,7 +65,7 @@ DATA_OPERATION: Final = {
 }
 MODEL_NAME_TYPE: Final = "model-name"  # R4 device-nametype
 MODEL_DEVICE_TEXT: Final = "Large language model (bedside clinical assistant)"
-UNIDENTIFIED_PATIENT: Final = "the patient at this bedside gateway (no patient configured)"
+UNIDENTIFIED_PATIENT: Final = "the patient at this bedside gateway (no patient assigned)"
 PROPOSAL_NOTE: Final = (
     "Proposed by the bedside assistant ({model}); a draft for a clinician to review, not an order."
 )
