@@ -355,12 +355,21 @@ async def test_gateway_holds_then_releases_on_claim(tmp_path: Path, broker: Mosq
             stored_before = {o.identifier: o.resource for o in peek.store.latest_observations(999)}
             PatientAssignment(data_dir).set(PatientRef("Patient/p2"))
             p2 = {"reference": "Patient/p2"}
+            p3ref = {"reference": "Patient/p3"}
             await wait_until(lambda: peek.newest_subject() == p2, 40, "a reading of Patient/p2")
 
             status, cleared = await _api(session, "DELETE", f"{base}/api/patient")
             assert (status, cleared["patient"]) == (200, None)
             status, health = await _api(session, "GET", f"{base}/healthz")
             assert health["patient"]["state"] == "held: no patient"
+
+        # held again; a claim made by another process (the CLI) is applied by the patient watch
+        await wait_until(lambda: patients.held_readings > 0, 40, "readings held after clear")
+        released = patients.released
+        PatientAssignment(data_dir).set(PatientRef("Patient/p3"), claim_held=True)
+        await wait_until(lambda: patients.released > released, 40, "the CLI's claim applied")
+        p3 = [o for o in peek.store.latest_observations(999) if o.resource.get("subject") == p3ref]
+        assert p3, "the readings held after the clear now name Patient/p3"
 
         # nothing stored before the change was re-labelled
         after = {o.identifier: o.resource for o in peek.store.latest_observations(999)}
@@ -376,7 +385,7 @@ async def test_gateway_holds_then_releases_on_claim(tmp_path: Path, broker: Mosq
             for entry in bundle["entry"]:
                 resource = entry["resource"]
                 if resource["resourceType"] == "Observation":
-                    assert resource["subject"]["reference"] in {"Patient/p1", "Patient/p2"}
+                    assert resource["subject"]["reference"] in {f"Patient/p{n}" for n in (1, 2, 3)}
                     r4b_model(resource)  # R4B validation of the released Observations
         peek.store.close()
 

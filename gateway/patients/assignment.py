@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,11 +181,17 @@ class PatientAssignment:
         self._seen: tuple[int, int, int, int] | None = None
         self._state: RuntimeState | None = None
         self._broken: str | None = None
+        # runtime() runs on the loop (every reading) and in the thread that writes a change
+        self._lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------------
 
     def runtime(self) -> RuntimeState | None:
         """The file's state (None: no file); raises :class:`PatientError` when it is unreadable."""
+        with self._lock:
+            return self._runtime()
+
+    def _runtime(self) -> RuntimeState | None:
         try:
             st = self.path.stat()
         except FileNotFoundError:
