@@ -34,8 +34,11 @@ from gateway.patients.assignment import (
     validate_reference,
 )
 from gateway.patients.commands import register
+from gateway.patients.service import PatientService
 from gateway.store.models import OutboxState, TopicKind
 from gateway.store.store import Store, store_path
+from gateway.web.app import bound_port, build_app, serve
+from gateway.web.patient import setup_patient
 from tests import fixtures_mqtt
 from tests.fixtures_mqtt import DEVICE, GATEWAY_WHO, record, transaction_bundle
 from tests.harness import running_gateway, wait_until
@@ -276,6 +279,61 @@ def test_cli_bad_config_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app(), ["patient", "show", "--config", str(tmp_path / "missing.toml")])
     assert result.exit_code == 2
     assert "no such configuration file" in result.stderr
+
+
+# -- the API on its own ------------------------------------------------------------------------
+
+
+async def test_api_routes_need_the_token_and_refuse_bad_input(tmp_path: Path) -> None:
+    service = PatientService(PatientAssignment(tmp_path, PatientRef("Patient/configured")))
+    runner_ = await serve(build_app(token=TOKEN, setup=[setup_patient(service)]), port=0)
+    base = f"http://127.0.0.1:{bound_port(runner_)}/api/patient"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base) as response:
+                assert response.status == 401
+            status, body = await _api(session, "GET", base)
+            assert (status, body["patient"], body["source"]) == (
+                200,
+                {"reference": "Patient/configured"},
+                "configuration",
+            )
+            for bad, param in (
+                ({"reference": "Device/1"}, "reference"),
+                ({"reference": "Patient/1", "identifier": {"system": "a b", "value": "1"}}, None),
+                ({"reference": "Patient/1", "extra": 1}, None),
+                ({}, None),
+            ):
+                status, error = await _api(session, "PUT", base, bad)
+                assert status == 400, bad
+                if param is not None:
+                    assert error["error"]["param"] == param
+            status, error = await _api(
+                session,
+                "PUT",
+                base,
+                {"reference": "Patient/1", "identifier": {"system": "a b", "value": "1"}},
+            )
+            assert (error["error"]["param"], error["error"]["code"]) == (
+                "identifier",
+                "invalid_patient",
+            )
+            assert not (tmp_path / PATIENT_FILE).exists()
+
+            status, body = await _api(session, "PUT", base, {"reference": "Patient/9"})
+            assert (status, body["patient"], body["source"]) == (
+                200,
+                {"reference": "Patient/9"},
+                "runtime",
+            )
+            (tmp_path / PATIENT_FILE).write_text("[]", encoding="utf-8")  # broken by hand
+            claim = {"reference": "Patient/9", "claim_held": True}
+            status, error = await _api(session, "PUT", base, claim)
+            assert (status, error["error"]["code"]) == (409, "patient_conflict")
+            status, body = await _api(session, "DELETE", base)
+            assert (status, body["patient"]) == (200, {"reference": "Patient/configured"})
+    finally:
+        await runner_.cleanup()
 
 
 # -- the running gateway -----------------------------------------------------------------------

@@ -9,7 +9,8 @@ every route, registered through :func:`gateway.web.app.build_app`'s ``setup``::
   "claim_held": false}`` (identifier and claim_held optional) → the same, after the change;
 - ``DELETE /api/patient`` → the same, back to the configured patient (or none: readings held).
 
-A bad reference or identifier is a 400 in the one JSON error shape; the file cannot be written: 500.
+A bad reference or identifier is a 400 (code ``invalid_patient``) in the one JSON error shape; a
+claim while the assignment file is unreadable: 409; the file cannot be written: 500.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiohttp import web
 from pydantic import Field
 
 from gateway.fhir import jsonio
-from gateway.patients.assignment import PatientError, patient_ref
+from gateway.patients.assignment import PatientError, patient_ref, validate_reference
 from gateway.patients.service import PatientService
 from gateway.web.errors import ApiError, StrictBody, parse_body
 
@@ -43,10 +44,12 @@ def _json(data: Mapping[str, Any]) -> web.Response:
     return web.Response(text=jsonio.dumps(data), content_type="application/json", charset="utf-8")
 
 
-def _error(exc: PatientError, *, param: str | None = None) -> ApiError:
-    if param is None:
+def _error(exc: PatientError) -> ApiError:
+    """The assignment file could not be written (500), or is unreadable so no claim is safe
+    (409: clear or set without a claim first)."""
+    if isinstance(exc.__cause__, OSError):
         return ApiError(500, str(exc), code="patient_not_saved")
-    return ApiError(400, str(exc), param=param, code="invalid_patient")
+    return ApiError(409, str(exc), code="patient_conflict")
 
 
 async def get_patient(request: web.Request) -> web.Response:
@@ -57,10 +60,14 @@ async def put_patient(request: web.Request) -> web.Response:
     body = await parse_body(request, PatientBody)
     ident = body.identifier
     try:
+        validate_reference(body.reference)
+    except PatientError as exc:
+        raise ApiError(400, str(exc), param="reference", code="invalid_patient") from exc
+    try:
         identifier = None if ident is None else (ident.system, ident.value)
         patient = patient_ref(body.reference, identifier)
     except PatientError as exc:
-        raise _error(exc, param="identifier" if "identifier" in str(exc) else "reference") from exc
+        raise ApiError(400, str(exc), param="identifier", code="invalid_patient") from exc
     try:
         shown = await request.app[PATIENTS].assign(patient, claim_held=body.claim_held)
     except PatientError as exc:
