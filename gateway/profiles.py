@@ -14,6 +14,7 @@ are hex strings, checked and stored lower-case without spaces (``bytes.fromhex``
 
 from __future__ import annotations
 
+import enum
 import importlib.resources
 import re
 import tomllib
@@ -106,6 +107,19 @@ class StoredRecords(_Model):
         return Subscription(uuid=self.racp, mode="indicate")
 
 
+class Burden(enum.StrEnum):
+    """What starting a measurement asks of the patient, least first (the sensor manager starts
+    the least burdensome sensor that can measure a code; see docs/architecture.md)."""
+
+    NONE = "none"
+    SPOT_CHECK = "spot-check"  # a probe or clip reading taken now
+    CUFF_INFLATION = "cuff-inflation"  # a blood-pressure cuff inflates on the arm (up to 2 min)
+
+    @property
+    def rank(self) -> int:
+        return list(Burden).index(self)
+
+
 class Measure(_Model):
     """How to get a fresh measurement on demand.
 
@@ -113,6 +127,11 @@ class Measure(_Model):
     for the measurement; ``racp``: write the RACP request ``value`` to ``uuid``; ``wait``: the
     sensor streams, wait for the next value. ``timeout_s`` bounds the wait: the one setting of
     how long a measurement of this kind may take (the sensor manager's and the assistant's).
+
+    ``streams``: the codes the sensor sends on its own, steadily, once subscribed (no trigger):
+    for them the gateway waits for the next value and never starts a measurement. Unset: every
+    code of a ``wait`` profile, none of the others. ``burden``: what starting a measurement
+    (the ``write`` trigger) asks of the patient.
     """
 
     method: Literal["write", "racp", "wait"]
@@ -120,6 +139,8 @@ class Measure(_Model):
     service: Uuid | None = None
     value: HexBytes | None = None
     timeout_s: float = Field(gt=0)
+    streams: tuple[LoincCode, ...] | None = None
+    burden: Burden = Burden.NONE
 
     @model_validator(mode="after")
     def _target_matches_method(self) -> Self:
@@ -165,6 +186,23 @@ class DeviceProfile(_Model):
     stored_records: StoredRecords | None = None
     measure: Measure
     ghs: GhsLive | None = None
+
+    @model_validator(mode="after")
+    def _streams_are_measured(self) -> Self:
+        unknown = [c for c in self.measure.streams or () if c not in self.loinc]
+        if unknown:
+            raise ValueError(
+                f"measure.streams: {', '.join(unknown)} not in loinc ({', '.join(self.loinc)})"
+            )
+        return self
+
+    def streamed(self) -> frozenset[str]:
+        """The codes this kind sends on its own (``[measure] streams``; unset: all of a
+        ``wait`` profile's codes, none of the others)."""
+        streams = self.measure.streams
+        if streams is None:
+            return frozenset(self.loinc) if self.measure.method == "wait" else frozenset()
+        return frozenset(streams)
 
     @field_validator("specialization")
     @classmethod

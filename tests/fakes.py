@@ -15,7 +15,7 @@ from typing import Any
 from gateway.assistant.consultation import Consultation, ConsultationEvent, Sensors
 from gateway.ble.session import SessionState
 from gateway.fhir.device import GatewayInfo
-from gateway.profiles import Measure
+from gateway.profiles import Burden, Measure
 from gateway.rag.errors import EmptyIndexError
 from gateway.rag.retriever import Passage
 
@@ -75,6 +75,8 @@ class RecordingSensors:
         self,
         loinc_code: str,
         timeout: float | None = None,  # noqa: ASYNC109 - the sensors API takes a timeout
+        *,
+        max_burden: Burden = Burden.CUFF_INFLATION,
     ) -> dict[str, Any]:
         self.calls.append(loinc_code)
         value, unit = FAKE_VALUES[loinc_code]
@@ -87,6 +89,7 @@ class Spy:
     def __init__(self, inner: Sensors) -> None:
         self.inner = inner
         self.calls: list[str] = []
+        self.burdens: list[Burden] = []  # the max_burden of each call
 
     def can_measure(self) -> Mapping[str, Sequence[str]]:
         return self.inner.can_measure()
@@ -98,9 +101,12 @@ class Spy:
         self,
         loinc_code: str,
         timeout: float | None = None,  # noqa: ASYNC109 - the sensors API takes a timeout
+        *,
+        max_burden: Burden = Burden.CUFF_INFLATION,
     ) -> Mapping[str, Any]:
         self.calls.append(loinc_code)
-        return await self.inner.measure(loinc_code, timeout)
+        self.burdens.append(max_burden)
+        return await self.inner.measure(loinc_code, timeout, max_burden=max_burden)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +122,25 @@ def kind_profile(*codes: str, timeout_s: float = 20.0) -> KindProfile:
     return KindProfile(codes, Measure(method="wait", timeout_s=timeout_s))
 
 
+class FailingSensors(RecordingSensors):
+    """Sensors whose every measurement fails with ``error`` (a ``SensorError`` of the BLE layer,
+    as the real manager raises it)."""
+
+    def __init__(self, measurable: Mapping[str, list[str]], error: Exception) -> None:
+        super().__init__(measurable)
+        self.error = error
+
+    async def measure(
+        self,
+        loinc_code: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the sensors API takes a timeout
+        *,
+        max_burden: Burden = Burden.CUFF_INFLATION,
+    ) -> dict[str, Any]:
+        self.calls.append(loinc_code)
+        raise self.error
+
+
 class HangingSensors(RecordingSensors):
     """A sensor that accepts the request and never delivers (ignoring its timeout)."""
 
@@ -123,6 +148,8 @@ class HangingSensors(RecordingSensors):
         self,
         loinc_code: str,
         timeout: float | None = None,  # noqa: ASYNC109 - the sensors API takes a timeout
+        *,
+        max_burden: Burden = Burden.CUFF_INFLATION,
     ) -> dict[str, Any]:
         self.calls.append(loinc_code)
         await asyncio.Event().wait()

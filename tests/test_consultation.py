@@ -20,6 +20,7 @@ from fhir.resources.R4B.observation import Observation
 
 from gateway.assistant import Engine, format_gemma3
 from gateway.assistant.consultation import (
+    UNAVAILABLE_REASONS,
     ConsultationBusyError,
     ConsultationClosedError,
     ConsultationEvent,
@@ -50,10 +51,19 @@ from gateway.assistant.prompts import (
     system_prompt,
     tag,
 )
+from gateway.ble.session import (
+    MeasureFailure,
+    MeasurementNotAllowedError,
+    SensorBusyError,
+    SensorError,
+    SensorNotConnectedError,
+    SensorUnavailableError,
+    SessionState,
+)
 from gateway.fhir.read import observation_codes
 from gateway.forward.service import build_signer
 from gateway.forward.signing import Signer, SigningKey
-from gateway.profiles import DeviceProfile
+from gateway.profiles import Burden, DeviceProfile
 from gateway.rag.retriever import DocumentRef, Passage
 from tests.fakes import (
     GATEWAY,
@@ -62,6 +72,7 @@ from tests.fakes import (
     SPO2,
     STREAMING,
     TEMP,
+    FailingSensors,
     FakeRetriever,
     HangingSensors,
     KindProfile,
@@ -217,7 +228,7 @@ async def test_codes_outside_the_allow_list_never_reach_the_sensors(
     assert set(sensors.calls) == {HR}
     unavailable = [e for e in events if isinstance(e, ObservationUnavailable)]
     assert unavailable[0] == ObservationUnavailable(
-        SPO2, f"no connected sensor can measure {SPO2} now"
+        SPO2, f"no connected sensor can measure {SPO2} now", MeasureFailure.NO_SENSOR
     )
     # the model was told, in the turn after each tag
     transcript = consultation.transcript()
@@ -280,9 +291,60 @@ async def test_a_silent_sensor_is_bounded_by_the_kind_timeout(consultation_engin
         ("observation_requested", HR),
         ("observation_unavailable", HR),
     ]
-    assert events[1] == ObservationUnavailable(HR, "no measurement within 0.5 s")
+    assert events[1] == ObservationUnavailable(
+        HR, "no measurement within 0.5 s", MeasureFailure.TIMEOUT
+    )
     assert sensors.calls == [HR]
     assert "Heart rate unavailable: no measurement within 0.5 s" in consultation.transcript()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SensorBusyError("Blood pressure monitor (BP 1) was already measuring"),
+        MeasurementNotAllowedError("measuring 8867-4 needs a cuff-inflation"),
+        SensorNotConnectedError("AA:01", SessionState.LOST, "ECG 1"),
+        SensorUnavailableError(f"no sensor known to the gateway measures {HR}"),
+        SensorError("the link to ECG patch ECG 1 failed while starting a measurement"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_failed_measurement_is_one_plain_sentence_with_its_code(
+    consultation_engine: Engine, error: SensorError
+) -> None:
+    sensors = FailingSensors({HR: ["AA:01"]}, error)
+    service = service_for(consultation_engine, sensors, max_measurements_per_reply=0)
+    consultation = service.create([HR])
+    events = await reply_events(consultation, "Heart rate?")
+    assert sensors.calls == [HR]
+    unavailable = events[1]
+    assert isinstance(unavailable, ObservationUnavailable)
+    assert unavailable.reason_code is error.failure
+    assert unavailable.data()["reason_code"] == str(error.failure)
+    assert unavailable.reason == UNAVAILABLE_REASONS[error.failure]
+    # the model reads the sentence: no exception text, no class name, no address
+    transcript = consultation.transcript()
+    assert f"Heart rate unavailable: {unavailable.reason}" in transcript
+    assert type(error).__name__ not in transcript
+    assert str(error) not in transcript
+    record = consultation.snapshot()
+    (told,) = [m for m in record["messages"] if m["role"] == "observation_unavailable"]
+    assert told["reason_code"] == str(error.failure)
+
+
+@pytest.mark.parametrize(
+    ("allow", "burden"), [(False, Burden.SPOT_CHECK), (True, Burden.CUFF_INFLATION)]
+)
+async def test_the_cuff_is_started_only_where_the_settings_allow_it(
+    consultation_engine: Engine, allow: bool, burden: Burden
+) -> None:
+    spy = Spy(RecordingSensors({HR: ["AA:01"]}))
+    service = service_for(
+        consultation_engine, spy, max_measurements_per_reply=0, allow_cuff_inflation=allow
+    )
+    events = await reply_events(service.create([HR]), "Heart rate?")  # the forced intake
+    assert protocol_events(events)[:2] == [("observation_requested", HR), ("observation", HR)]
+    assert spy.burdens == [burden]
 
 
 async def test_the_reply_timeout_bounds_measurements_too(consultation_engine: Engine) -> None:

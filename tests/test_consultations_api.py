@@ -30,6 +30,7 @@ from tests.harness import running_gateway, wait_until
 from tests.sse import Event, sse
 
 TOKEN = "consultation-test-token-0123456789"
+BP_PANEL = "85354-9"  # LOINC blood pressure panel
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -179,6 +180,54 @@ async def test_consultation_end_to_end_over_http(
             assert listing["data"][0]["status"] == "closed"
             status, _, final = await call(http, "GET", f"{api}/{cid}")
             assert final["draft"] == bundle
+
+
+async def test_a_measurement_not_made_is_told_with_its_code_over_http(
+    consultation_engine: Engine, tmp_path: Path
+) -> None:
+    """Heart rate and blood pressure at intake, the cuff not allowed (the default): heart rate
+    comes from the ECG patch, the cuff is never started, and the API event says ``not_allowed``
+    in one plain sentence."""
+    kinds = ["ecg", "bp"]
+    async with running_gateway(tmp_path, kinds, overrides={"bp.interval_s": 3600}) as run:
+        await wait_until(lambda: run.states() == dict.fromkeys(kinds, STREAMING), 30, "streaming")
+        service = ConsultationService(
+            consultation_engine,
+            run.manager,
+            gateway=run.gateway.info,
+            signer=Signer(SigningKey.generate(), {"reference": "urn:uuid:gw"}),
+            settings=ConsultationSettings(
+                temperature=0.0, max_reply_tokens=8, max_measurements_per_reply=0
+            ),
+            profiles=run.gateway.profiles,
+        )
+        async with serving(service, consultation_engine) as url, aiohttp.ClientSession() as http:
+            api = f"{url}/api/consultations"
+            _, _, created = await call(http, "POST", api, body={"require": [HR, BP_PANEL]})
+            async with http.post(
+                f"{api}/{created['id']}/messages", json={"content": "Vitals?"}, headers=AUTH
+            ) as response:
+                events = [event async for event in sse(response)]
+            _, _, record = await call(http, "GET", f"{api}/{created['id']}")
+        bp = run.sim.sensors["bp"]
+        assert (bp.stats.on_demand, bp.stats.measurements) == (0, 0)
+
+    protocol = [(n, d["code"]) for n, d in events if n.startswith("observation")]
+    assert protocol[:4] == [
+        ("observation_requested", HR),
+        ("observation", HR),
+        ("observation_requested", BP_PANEL),
+        ("observation_unavailable", BP_PANEL),
+    ]
+    (unavailable,) = [d for n, d in events if n == "observation_unavailable"]
+    assert unavailable == {
+        "code": BP_PANEL,
+        "reason": "it needs a blood-pressure cuff inflation, which a clinician starts at the "
+        "bedside",
+        "reason_code": "not_allowed",
+    }
+    told = [m for m in record["messages"] if m["role"] == "observation_unavailable"]
+    assert [m["reason_code"] for m in told] == ["not_allowed"]
 
 
 async def test_errors_are_clear_json(consultation_engine: Engine) -> None:

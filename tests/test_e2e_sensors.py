@@ -14,6 +14,7 @@ import pytest
 from fhir.resources.R4B.observation import Observation
 
 from gateway.ble.session import (
+    MeasureFailure,
     MeasurementTimeoutError,
     SensorError,
     SensorUnavailableError,
@@ -157,13 +158,18 @@ async def test_measure_on_demand(tmp_path: Path, kind: str, code: str) -> None:
 async def test_measure_errors(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, ["thermo"], overrides={"thermo.interval_s": 600}) as run:
         await wait_until(lambda: run.states() == {"thermo": STREAMING}, 20, "thermo streaming")
-        with pytest.raises(SensorUnavailableError, match="2339-0"):
+        with pytest.raises(SensorUnavailableError, match="2339-0") as unknown:
             await run.manager.measure("2339-0", timeout=1)  # glucose: no such sensor
+        assert unknown.value.failure is MeasureFailure.NO_SENSOR
         # The sensor goes silent and away: a clear error, not a hang.
         await run.sim.sensors["thermo"].stop()
         with pytest.raises(SensorError) as info:
             await run.manager.measure("8310-5", timeout=2)
-        assert isinstance(info.value, MeasurementTimeoutError) or "not connected" in str(info.value)
+        if isinstance(info.value, MeasurementTimeoutError):
+            assert info.value.failure is MeasureFailure.TIMEOUT
+        else:  # noticed gone, or the trigger write failed on the dead link
+            assert info.value.failure is MeasureFailure.NOT_CONNECTED
+        assert "Error" not in str(info.value)  # a sentence, no exception repr
 
 
 async def test_gateway_over_hci_tcp_against_bedside_sim(tmp_path: Path) -> None:

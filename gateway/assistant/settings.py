@@ -91,6 +91,8 @@ class ConsultationSettings(BaseModel):
     How long a measurement may take comes from the device profiles (``[measure] timeout_s``, a
     cuff inflates for up to 2 min); ``default_measure_timeout_s`` covers sensor kinds no profile
     describes.
+    ``allow_cuff_inflation`` decides whether a consultation may start a measurement of burden
+    ``cuff-inflation`` (``[measure] burden``); spot-checks it may always start.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -100,6 +102,12 @@ class ConsultationSettings(BaseModel):
     reply_timeout_s: float = Field(default=600.0, gt=0, description="a whole reply")
     default_measure_timeout_s: float = Field(
         default=20.0, gt=0, description="measurement timeout of a sensor kind without a profile"
+    )
+    allow_cuff_inflation: bool = Field(
+        default=False,
+        description="let a consultation (the model, or the intake of require) start a "
+        "blood-pressure cuff inflation; false: such a request fails with not_allowed unless a "
+        "cycle is already running, and a clinician starts the cuff",
     )
     temperature: float = Field(default=0.3, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)

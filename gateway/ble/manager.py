@@ -2,7 +2,9 @@
 
 :class:`SensorManager` scans with the service UUIDs of every device profile, starts one
 :class:`~gateway.ble.session.DeviceSession` per accepted device (an allow-list, or everything in
-demo mode) and serves ``await sensors.measure(loinc_code, timeout)`` for the assistant.
+demo mode) and serves ``await sensors.measure(loinc_code, timeout)`` for the assistant: from one
+source, a sensor that streams the code before one whose measurement must be started, and of those
+the least burdensome (``[measure] streams`` and ``burden`` of the device profiles).
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ from gateway.ble.radio import (
 )
 from gateway.ble.session import (
     DeviceSession,
+    MeasurementNotAllowedError,
     MeasurementTimeoutError,
+    SensorBusyError,
+    SensorError,
     SensorNotConnectedError,
     SensorUnavailableError,
     SessionState,
     SessionStatus,
 )
+from gateway.profiles import Burden
 
 if TYPE_CHECKING:
     from bleak.backends.device import BLEDevice
@@ -98,6 +104,7 @@ class SensorManager:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, BLEDevice] = {}
         self._waiters: list[_Waiter] = []
+        self._measuring: dict[str, _Running] = {}  # address → the measurement running on it
         self._tasks: asyncio.TaskGroup | None = None
         self._service_index = {
             service: profile
@@ -126,6 +133,8 @@ class SensorManager:
         finally:
             for waiter in self._waiters:
                 waiter.future.cancel()
+            for running in self._measuring.values():
+                running.trigger.cancel()
 
     async def _run_radio(self) -> None:
         """One life of the radio: open it, scan, run the sessions until it goes away."""
@@ -231,7 +240,8 @@ class SensorManager:
         return out
 
     def observation_ingested(self, event: ObservationEvent) -> None:
-        """Called by the ingest pipeline for every stored Observation; resolves waiters."""
+        """Called by the ingest pipeline for every stored Observation; resolves waiters and ends
+        the measurement running on that sensor once it delivered one of its codes."""
         for waiter in list(self._waiters):
             if (
                 event.address in waiter.addresses
@@ -239,18 +249,33 @@ class SensorManager:
                 and not waiter.future.done()
             ):
                 waiter.future.set_result(event.resource)
+        running = self._measuring.get(event.address)
+        if running is not None and running.codes & event.codes:
+            del self._measuring[event.address]
 
     async def measure(
         self,
         loinc_code: str,
         timeout: float | None = None,  # noqa: ASYNC109 - the assistant's API takes a timeout
+        *,
+        max_burden: Burden = Burden.CUFF_INFLATION,
     ) -> Mapping[str, Any]:
-        """The next Observation with ``loinc_code`` from a connected sensor that can measure it.
+        """The next Observation with ``loinc_code`` from ONE source (docs/architecture.md,
+        "Measure on demand"):
 
-        Starts the measurement where the profile says how (a control-point write), else waits for
-        the sensor's next value. Raises :class:`SensorUnavailableError` when no known sensor
-        measures the code, :class:`SensorNotConnectedError` when those that do are not connected
-        and :class:`MeasurementTimeoutError` when none delivered in time.
+        1. ready sensors that send the code on their own (``[measure] streams``, or no trigger):
+           wait for the next value, start nothing;
+        2. else a measurement already running on a sensor that measures the code (started by an
+           earlier request, or found running: ATT 0xFE): wait for its result;
+        3. else start one, on the ready sensor of least ``[measure] burden`` not above
+           ``max_burden``; concurrent requests share it (one trigger write).
+
+        ``timeout`` caps the wait, as does the chosen kind's ``[measure] timeout_s``. Raises a
+        :class:`SensorError` whose ``failure`` says why: ``no_sensor``
+        (:class:`SensorUnavailableError`), ``not_connected`` (:class:`SensorNotConnectedError`,
+        or the trigger write failed), ``not_allowed`` (:class:`MeasurementNotAllowedError`),
+        ``timeout`` (:class:`MeasurementTimeoutError`) or ``busy`` (:class:`SensorBusyError`:
+        the sensor was already measuring and that gave nothing in time).
         """
         candidates = [s for s in self._sessions.values() if loinc_code in s.profile.loinc]
         if not candidates:
@@ -258,33 +283,129 @@ class SensorManager:
         ready = [s for s in candidates if s.status.state in READY_STATES]
         if not ready:
             first = candidates[0].status
-            raise SensorNotConnectedError(first.address, first.state)
-        profile_timeout = max(s.profile.measure.timeout_s for s in ready)
-        limit = profile_timeout if timeout is None else timeout
+            raise SensorNotConnectedError(first.address, first.state, first.name)
+        sources, start = self._choose(loinc_code, ready, max_burden)
+        limit = max(s.profile.measure.timeout_s for s in sources)
+        if timeout is not None:
+            limit = min(limit, timeout)
         loop = asyncio.get_running_loop()
         waiter = _Waiter(
-            loinc_code, frozenset(s.status.address for s in ready), loop.create_future()
+            loinc_code, frozenset(s.status.address for s in sources), loop.create_future()
         )
-        self._waiters.append(waiter)
+        self._waiters.append(waiter)  # before any trigger: a fast result is not missed
+        running: _Running | None = None
         try:
-            for session in ready:
-                measure = session.profile.measure
-                # A device without the profile's trigger streams anyway: then just wait.
-                if (
-                    measure.method == "write"
-                    and measure.uuid
-                    and measure.value
-                    and session.has_characteristic(measure.uuid)
-                ):
-                    await session.write(measure.uuid, bytes.fromhex(measure.value))
             async with asyncio.timeout(limit):
+                if start is not None:
+                    running = self._running_on(start) or self._start(start)
+                    await asyncio.shield(running.trigger)
                 return await waiter.future
         except TimeoutError:
+            who = " or ".join(_who(s) for s in sources)
+            if running is not None and running.found:
+                raise SensorBusyError(
+                    f"{who} was already measuring and gave no {loinc_code} result within "
+                    f"{limit:g} s"
+                ) from None
             raise MeasurementTimeoutError(
-                f"no {loinc_code} measurement from {', '.join(sorted(waiter.addresses))} "
-                f"within {limit:g} s"
+                f"no {loinc_code} measurement from {who} within {limit:g} s"
             ) from None
         finally:
             self._waiters.remove(waiter)
             if not waiter.future.done():
                 waiter.future.cancel()
+
+    def _choose(
+        self, code: str, ready: list[DeviceSession], max_burden: Burden
+    ) -> tuple[list[DeviceSession], DeviceSession | None]:
+        """The sources to wait on, and the one sensor whose measurement must run (or None)."""
+        waitable = [s for s in ready if code in s.profile.streamed() or _trigger(s) is None]
+        if waitable:
+            return waitable, None
+        running = [s for s in ready if self._running_on(s) is not None]
+        if running:
+            return running[:1], running[0]
+        by_burden = sorted(ready, key=lambda s: s.profile.measure.burden.rank)
+        allowed = [s for s in by_burden if s.profile.measure.burden.rank <= max_burden.rank]
+        if not allowed:
+            least = by_burden[0]
+            raise MeasurementNotAllowedError(
+                f"measuring {code} needs a {least.profile.measure.burden} on {_who(least)}, "
+                "which this request may not start"
+            )
+        return allowed[:1], allowed[0]
+
+    def _running_on(self, session: DeviceSession) -> _Running | None:
+        """The measurement running on the sensor, unless it ended (new link, past its time)."""
+        address = session.status.address
+        running = self._measuring.get(address)
+        if running is None:
+            return None
+        if (
+            running.reconnects != session.status.reconnects
+            or asyncio.get_running_loop().time() > running.deadline
+            or (running.trigger.done() and _failed(running.trigger))
+        ):
+            del self._measuring[address]
+            return None
+        return running
+
+    def _start(self, session: DeviceSession) -> _Running:
+        """Start a measurement on the sensor, shared by every request until it delivers."""
+        trigger = _trigger(session)
+        assert trigger is not None
+        address = session.status.address
+        loop = asyncio.get_running_loop()
+        running = _Running(
+            codes=frozenset(session.profile.loinc),
+            reconnects=session.status.reconnects,
+            deadline=loop.time() + session.profile.measure.timeout_s,
+        )
+
+        async def write() -> None:
+            try:
+                running.found = not await session.start_measurement(*trigger)
+            except SensorError:
+                if self._measuring.get(address) is running:
+                    del self._measuring[address]
+                raise
+
+        running.trigger = asyncio.create_task(write(), name=f"ble-measure-{address}")
+        running.trigger.add_done_callback(_retrieve)
+        self._measuring[address] = running
+        return running
+
+
+@dataclass
+class _Running:
+    """A measurement running on a sensor: started by a request, or found running (ATT 0xFE)."""
+
+    codes: frozenset[str]  # the profile's codes: the first of them from the sensor ends it
+    reconnects: int  # the session's reconnect count when it began: a new link ends it
+    deadline: float  # loop time: past the kind's timeout it is no longer waited for
+    found: bool = False  # the device was already measuring (nothing was started)
+    trigger: asyncio.Task[None] = field(init=False, repr=False)
+
+
+def _trigger(session: DeviceSession) -> tuple[str, bytes] | None:
+    """The characteristic and value that start a measurement on this device, if it has one."""
+    measure = session.profile.measure
+    if measure.method != "write" or not measure.uuid or not measure.value:
+        return None
+    if not session.has_characteristic(measure.uuid):
+        return None  # a device without the profile's trigger streams anyway: then just wait
+    return measure.uuid, bytes.fromhex(measure.value)
+
+
+def _who(session: DeviceSession) -> str:
+    return f"{session.profile.display} ({session.status.name})"
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.cancelled() or task.exception() is not None
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """The trigger's failure reaches the requests that await it; none may be left."""
+    if not task.cancelled():
+        task.exception()

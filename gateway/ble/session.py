@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bleak import BleakClient
-from bleak.exc import BleakError
+from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 
 from gateway.backoff import BackoffPolicy
@@ -158,8 +158,36 @@ class DeviceSession:
         """Write to a characteristic of the connected device (measure-on-demand triggers)."""
         client = self.client
         if client is None:
-            raise SensorNotConnectedError(self.status.address, self.status.state)
+            raise SensorNotConnectedError(self.status.address, self.status.state, self.status.name)
         await client.write_gatt_char(uuid, value, response=response)
+
+    async def start_measurement(self, uuid: str, value: bytes) -> bool:
+        """Write a measure-on-demand trigger. False when the device answers that a measurement
+        is already running (ATT error 0xFE "Procedure Already in Progress", Bluetooth Core
+        Specification Supplement Part B §1.2): its result is on the way, nothing was started.
+
+        Raises :class:`SensorNotConnectedError` when the link is gone, before or under the
+        write, and :class:`SensorError` when the device refuses the trigger otherwise.
+        """
+        try:
+            await self.write(uuid, value)
+        except BleakGATTProtocolError as exc:
+            if exc.code == BleakGATTProtocolErrorCode.PROCEDURE_ALREADY_IN_PROGRESS:
+                log.debug("%s: a measurement is already in progress", self.status.name)
+                return False
+            log.debug("%s: trigger refused: %s", self.status.name, exc)
+            raise SensorError(
+                f"{self.profile.display} {self.status.name} refused to start a measurement "
+                f"(ATT error 0x{int(exc.code):02X})"
+            ) from exc
+        except (BleakError, OSError, TimeoutError) as exc:
+            log.debug("%s: trigger write failed: %s", self.status.name, exc)
+            raise SensorError(
+                f"the link to {self.profile.display} {self.status.name} failed while starting "
+                "a measurement",
+                MeasureFailure.NOT_CONNECTED,
+            ) from exc
+        return True
 
     def rebind(self, device: BLEDevice, client_backend: type[Any] | None) -> None:
         """Use a new radio (the adapter was reopened): the device as it found it, its backend.
@@ -459,18 +487,59 @@ def report_records_since(since: dt.datetime | None) -> RecordAccessControlPoint:
     )
 
 
+class MeasureFailure(enum.StrEnum):
+    """Why a measurement on demand failed, as a machine code (docs/contracts.md, the
+    ``observation_unavailable`` event): every :class:`SensorError` carries one."""
+
+    NOT_CONNECTED = "not_connected"  # the sensors that measure the code are not connected
+    BUSY = "busy"  # the sensor was already measuring and gave no result in time
+    TIMEOUT = "timeout"  # no measurement in time
+    NO_SENSOR = "no_sensor"  # no sensor known to the gateway measures the code
+    NOT_ALLOWED = "not_allowed"  # it would start a measurement the caller may not start
+
+
 class SensorError(BedsideError):
-    """Measure-on-demand could not be served."""
+    """Measure-on-demand could not be served; ``failure`` says why (one sentence in the
+    message, for people and the model)."""
+
+    failure: MeasureFailure = MeasureFailure.NOT_CONNECTED
+
+    def __init__(self, message: str, failure: MeasureFailure | None = None) -> None:
+        super().__init__(message)
+        if failure is not None:
+            self.failure = failure
 
 
 class SensorNotConnectedError(SensorError):
-    def __init__(self, address: str, state: SessionState) -> None:
-        super().__init__(f"sensor {address} is not connected (state: {state})")
+    failure = MeasureFailure.NOT_CONNECTED
+
+    def __init__(self, address: str, state: SessionState, name: str = "") -> None:
+        self.address = address
+        self.state = state
+        who = f"{name} ({address})" if name else address
+        super().__init__(f"sensor {who} is not connected (state: {state})")
 
 
 class SensorUnavailableError(SensorError):
     """No known sensor can measure the code."""
 
+    failure = MeasureFailure.NO_SENSOR
+
 
 class MeasurementTimeoutError(SensorError, TimeoutError):
     """The sensor did not deliver a measurement in time."""
+
+    failure = MeasureFailure.TIMEOUT
+
+
+class SensorBusyError(MeasurementTimeoutError):
+    """The sensor was already measuring (ATT 0xFE, or a measurement of ours) and the running
+    measurement gave no result in time."""
+
+    failure = MeasureFailure.BUSY
+
+
+class MeasurementNotAllowedError(SensorError):
+    """Measuring the code needs a measurement of a burden the caller may not start."""
+
+    failure = MeasureFailure.NOT_ALLOWED

@@ -10,8 +10,9 @@
 - ``GET /api/consultations`` → ``{"data": [{"id", "status", "busy", "created"}...]}``;
 - ``POST /api/consultations/{id}/messages`` ``{"content": "..."}`` → ``text/event-stream``: one
   server-sent event per consultation event (``event: token`` / ``observation_requested`` /
-  ``observation`` / ``observation_unavailable`` / ``done``, ``data:`` its JSON); a failure after
-  the stream started is an ``event: error`` with the JSON error body;
+  ``observation`` / ``observation_unavailable`` / ``done``, ``data:`` its JSON, e.g.
+  ``{"code", "reason", "reason_code": "not_allowed"}`` for a measurement not made); a failure
+  after the stream started is an ``event: error`` with the JSON error body;
 - ``GET /api/consultations/{id}`` → the record: messages, Observations (resources included),
   usage, and the signed draft once closed;
 - ``POST /api/consultations/{id}/close`` → the signed draft Bundle (``application/fhir+json``).

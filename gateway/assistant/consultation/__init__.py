@@ -34,7 +34,9 @@ How a reply runs (docs/architecture.md, "assistant/"):
    reaches ``sensors.measure()``.
 4. The measurement (timeout per sensor kind, from its device profile's ``[measure] timeout_s``:
    blood pressure 120 s, others 20 s) comes back as the next user turn — value, unit, time, the
-   Observation's Bundle reference — or "unavailable: reason"; the model continues on the same
+   Observation's Bundle reference — or "unavailable: reason", one plain sentence per machine
+   code (:data:`UNAVAILABLE_REASONS`, the ``observation_unavailable`` event's ``reason_code``);
+   a cuff inflation is started only with ``allow_cuff_inflation``; the model continues on the same
    KV cache: the consultation keeps the exact tokens of its context and appends the new turn's
    tokens, so the engine evaluates only those (:class:`StepUsage` records it per step).
 5. Limits per reply: at most ``max_measurements_per_reply`` model-requested measurements (the
@@ -66,6 +68,7 @@ from gateway.assistant.consultation.errors import (
     ReportError,
 )
 from gateway.assistant.consultation.events import (
+    UNAVAILABLE_REASONS,
     ConsultationEvent,
     Done,
     FinishReason,
@@ -76,6 +79,7 @@ from gateway.assistant.consultation.events import (
     StepKind,
     StepUsage,
     TokenEvent,
+    Unavailable,
 )
 from gateway.assistant.consultation.observations import (
     UsedObservation,
@@ -96,6 +100,7 @@ from gateway.assistant.consultation.service import ConsultationService, file_sha
 from gateway.assistant.settings import ConsultationSettings
 
 __all__ = [
+    "UNAVAILABLE_REASONS",
     "Consultation",
     "ConsultationArchive",
     "ConsultationBusyError",
@@ -126,6 +131,7 @@ __all__ = [
     "StepKind",
     "StepUsage",
     "TokenEvent",
+    "Unavailable",
     "UsedObservation",
     "file_sha256",
     "mapped_observation",

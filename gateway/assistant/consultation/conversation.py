@@ -32,6 +32,8 @@ from gateway.assistant.consultation.events import (
     StepKind,
     StepUsage,
     TokenEvent,
+    Unavailable,
+    unavailable_reason,
 )
 from gateway.assistant.consultation.observations import (
     CONTEXT_SOURCE,
@@ -60,9 +62,11 @@ from gateway.assistant.prompts import (
 )
 from gateway.assistant.settings import ConsultationSettings
 from gateway.assistant.stream import Finished, Generation, TextPiece
+from gateway.ble.session import MeasureFailure, SensorError
 from gateway.errors import BedsideError
 from gateway.fhir.read import display_value, loinc_codes
 from gateway.fhir.resource import fhir_datetime
+from gateway.profiles import Burden
 from gateway.rag.errors import EmptyIndexError, RagError
 
 log = logging.getLogger(__name__)
@@ -445,22 +449,31 @@ class Consultation:
         kinds = {s.kind for s in self._deps.sensors.statuses() if s.address in addresses}
         return max((timeouts.get(kind, default) for kind in kinds), default=default)
 
-    async def _measure(self, code: str, run: _Run) -> Mapping[str, Any] | str:
+    async def _measure(self, code: str, run: _Run) -> Mapping[str, Any] | Unavailable:
         """The Observation, or why there is none. Only allow-listed codes reach the sensors."""
         if code not in self._allowed():
-            return f"no connected sensor can measure {code} now"
+            known = any(code in codes for codes in self._deps.codes_by_kind.values())
+            failure = MeasureFailure.NOT_CONNECTED if known else MeasureFailure.NO_SENSOR
+            return Unavailable(failure, f"no connected sensor can measure {code} now")
         timeout = min(self._measure_timeout(code), run.remaining())
         if timeout <= 0:
-            return "the reply ran out of time"
+            return Unavailable(MeasureFailure.TIMEOUT, "the reply ran out of time")
+        settings = self._deps.settings
+        max_burden = Burden.CUFF_INFLATION if settings.allow_cuff_inflation else Burden.SPOT_CHECK
         try:
             async with asyncio.timeout(timeout + MEASURE_GRACE_S):
-                return await self._deps.sensors.measure(code, timeout=timeout)
-        except BedsideError as exc:  # SensorError: not connected, none delivered in time
-            return str(exc) or type(exc).__name__
+                return await self._deps.sensors.measure(
+                    code, timeout=timeout, max_burden=max_burden
+                )
+        except SensorError as exc:  # the manager's sentence goes to the log, not the model
+            log.info("measuring %s: %s", code, exc)
+            failure = exc.failure
         except TimeoutError:  # before OSError, its base: a sensor that ignored its timeout
-            return f"no measurement within {timeout:g} s"
-        except (BleakError, OSError) as exc:  # the link failed under the trigger write
-            return f"{type(exc).__name__}: {exc}"
+            failure = MeasureFailure.TIMEOUT
+        except (BedsideError, BleakError, OSError) as exc:  # the link failed under the trigger
+            log.info("measuring %s: %s", code, exc)
+            failure = MeasureFailure.NOT_CONNECTED
+        return Unavailable(failure, unavailable_reason(failure, timeout))
 
     async def _observe(
         self, code: str, run: _Run, *, forced: bool
@@ -471,13 +484,13 @@ class Consultation:
             {"role": "observation_request", "at": self._now(), "code": code, "forced": forced}
         )
         outcome = await self._measure(code, run)
-        if isinstance(outcome, str):
+        if isinstance(outcome, Unavailable):
             self._history.append(
                 {"role": "observation_unavailable", "at": self._now(), "code": code}
-                | {"reason": outcome}
+                | {"reason": outcome.reason, "reason_code": str(outcome.failure)}
             )
-            self._append_turn(unavailable_message(code, outcome))
-            yield ObservationUnavailable(code, outcome)
+            self._append_turn(unavailable_message(code, outcome.reason))
+            yield ObservationUnavailable(code, outcome.reason, outcome.failure)
             return
         used = used_observation(code, outcome, MEASURED_SOURCE)
         self._observations[used.mapped.full_url] = used

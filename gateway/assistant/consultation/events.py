@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
+
+from gateway.ble.session import MeasureFailure
 
 FinishReason = Literal["stop", "length", "timeout", "cancelled", "measurement_limit"]
 StepKind = Literal["reply", "tag", "forced_tag", "report"]
@@ -57,14 +59,41 @@ class ObservationReceived:
 
 @dataclass(frozen=True, slots=True)
 class ObservationUnavailable:
-    """``code`` could not be measured; the model was told ``reason``."""
+    """``code`` could not be measured; the model was told ``reason`` (one plain sentence) and
+    ``reason_code`` says why for programs: ``not_connected``, ``busy``, ``timeout``,
+    ``no_sensor`` or ``not_allowed`` (:class:`gateway.ble.session.MeasureFailure`)."""
 
     name: ClassVar[str] = "observation_unavailable"
     code: str
     reason: str
+    reason_code: MeasureFailure
 
     def data(self) -> dict[str, Any]:
-        return {"code": self.code, "reason": self.reason}
+        return {"code": self.code, "reason": self.reason, "reason_code": str(self.reason_code)}
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Why a measurement is not there: the machine code and the sentence the model is told."""
+
+    failure: MeasureFailure
+    reason: str
+
+
+# What the model and the API are told per failure (docs/contracts.md, observation_unavailable):
+# one plain sentence, never the sensor layer's exception.
+UNAVAILABLE_REASONS: Final[Mapping[MeasureFailure, str]] = {
+    MeasureFailure.NOT_CONNECTED: "the sensor that measures it is not connected",
+    MeasureFailure.BUSY: "the sensor is busy with another measurement that gave no result in time",
+    MeasureFailure.TIMEOUT: "no measurement within {timeout:g} s",
+    MeasureFailure.NO_SENSOR: "no sensor at this bedside measures it",
+    MeasureFailure.NOT_ALLOWED: "it needs a blood-pressure cuff inflation, which a clinician "
+    "starts at the bedside",
+}
+
+
+def unavailable_reason(failure: MeasureFailure, timeout: float) -> str:
+    return UNAVAILABLE_REASONS[failure].format(timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)

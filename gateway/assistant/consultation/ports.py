@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.fhir.device import SensorInfo, sensor_device, sensor_full_url
 from gateway.fhir.resource import MappedResource
+from gateway.profiles import Burden
 from gateway.store.models import StoredObservation, TopicKind
 
 S = TypeVar("S")
@@ -35,7 +36,12 @@ class Sensors(Protocol):
         self,
         loinc_code: str,
         timeout: float | None = None,  # noqa: ASYNC109 - the manager's API takes a timeout
-    ) -> Mapping[str, Any]: ...
+        *,
+        max_burden: Burden = Burden.CUFF_INFLATION,
+    ) -> Mapping[str, Any]:
+        """The Observation, or a ``gateway.ble.session.SensorError`` (its ``failure`` says
+        why)."""
+        ...
 
 
 class PassageLike(Protocol):
