@@ -328,6 +328,130 @@ def measurement_interval(seconds: int) -> bytes:
     return U16.pack(max(0, min(seconds, 0xFFFF)))
 
 
+# -- Glucose service 0x1808 (GLS v1.0 §3.1-3.3) --------------------------------------------------
+class GlucoseFlag(enum.IntFlag):
+    """Glucose Measurement flags (GLS §3.1.1.1)."""
+
+    TIME_OFFSET = 0x01
+    CONCENTRATION = 0x02  # concentration and the type/sample-location byte
+    MOL_PER_L = 0x04  # 0: kg/L
+    SENSOR_STATUS = 0x08
+    CONTEXT_FOLLOWS = 0x10
+
+
+class GlucoseContextFlag(enum.IntFlag):
+    """Glucose Measurement Context flags (GLS §3.2.1.1)."""
+
+    CARBOHYDRATE = 0x01
+    MEAL = 0x02
+    TESTER_HEALTH = 0x04
+    EXERCISE = 0x08
+    MEDICATION = 0x10
+    MEDICATION_LITERS = 0x20
+    HBA1C = 0x40
+    EXTENDED_FLAGS = 0x80
+
+
+class GlucoseFeature(enum.IntFlag):
+    """Glucose Feature 0x2A51 bits (GLS §3.3.1.1)."""
+
+    LOW_BATTERY_DETECTION = 0x0001
+    SENSOR_MALFUNCTION_DETECTION = 0x0002
+    SAMPLE_SIZE = 0x0004
+    STRIP_INSERTION_ERROR_DETECTION = 0x0008
+    STRIP_TYPE_ERROR_DETECTION = 0x0010
+    RESULT_HIGH_LOW_DETECTION = 0x0020
+    TEMPERATURE_HIGH_LOW_DETECTION = 0x0040
+    READ_INTERRUPT_DETECTION = 0x0080
+    GENERAL_DEVICE_FAULT = 0x0100
+    TIME_FAULT = 0x0200
+    MULTIPLE_BOND = 0x0400
+
+
+GLUCOSE_MEASUREMENT: Final = 0x2A18
+GLUCOSE_CONTEXT: Final = 0x2A34
+GLUCOSE_FEATURE: Final = 0x2A51
+GLUCOSE_TYPE_CAPILLARY_WHOLE_BLOOD: Final = 1  # GLS §3.1.1.5 Type
+GLUCOSE_LOCATION_FINGER: Final = 1  # GLS §3.1.1.6 Sample Location
+GLUCOSE_MEAL_PREPRANDIAL: Final = 1  # GLS §3.2.1.6
+GLUCOSE_MEAL_POSTPRANDIAL: Final = 2
+GLUCOSE_TESTER_SELF: Final = 1  # GLS §3.2.1.7 (low nibble)
+GLUCOSE_HEALTH_NO_ISSUES: Final = 5  # GLS §3.2.1.8 (high nibble)
+
+
+def glucose_measurement(
+    sequence_number: int,
+    base_time: dt.datetime,
+    *,
+    time_offset_min: int | None = None,
+    concentration: int | None = None,
+    mol_per_l: bool = False,
+    sample_type: int = GLUCOSE_TYPE_CAPILLARY_WHOLE_BLOOD,
+    sample_location: int = GLUCOSE_LOCATION_FINGER,
+    sensor_status: int | None = None,
+    context_follows: bool = False,
+    announce_missing: int = 0,
+) -> bytes:
+    """Glucose Measurement 0x2A18: the concentration is an SFLOAT word in kg/L (mol/L with
+    ``mol_per_l``); the time offset is signed minutes added to the base time."""
+    fields = [
+        Field(b"", (GlucoseFlag.MOL_PER_L if mol_per_l else 0)),
+        Field(b"", GlucoseFlag.CONTEXT_FOLLOWS if context_follows else 0),
+        Field(U16.pack(sequence_number) + date_time(base_time)),
+    ]
+    if time_offset_min is not None:
+        fields.append(
+            Field(time_offset_min.to_bytes(2, "little", signed=True), GlucoseFlag.TIME_OFFSET)
+        )
+    if concentration is not None:
+        type_location = U8.pack((sample_location & 0x0F) << 4 | (sample_type & 0x0F))
+        fields.append(Field(pack_sfloat(concentration) + type_location, GlucoseFlag.CONCENTRATION))
+    if sensor_status is not None:
+        fields.append(Field(U16.pack(sensor_status), GlucoseFlag.SENSOR_STATUS))
+    return frame(fields, announce_missing=announce_missing)
+
+
+def glucose_context(
+    sequence_number: int,
+    *,
+    carbohydrate: tuple[int, int] | None = None,
+    meal: int | None = None,
+    tester_health: tuple[int, int] | None = None,
+    exercise: tuple[int, int] | None = None,
+    medication: tuple[int, int] | None = None,
+    medication_liters: bool = False,
+    hba1c: int | None = None,
+) -> bytes:
+    """Glucose Measurement Context 0x2A34, fields in GLS §3.2 order: carbohydrate (ID, SFLOAT kg),
+    meal, tester-health (tester, health), exercise (seconds, percent), medication (ID, SFLOAT kg
+    or liters), HbA1c (SFLOAT percent)."""
+    fields = [
+        Field(b"", GlucoseContextFlag.MEDICATION_LITERS if medication_liters else 0),
+        Field(U16.pack(sequence_number)),
+    ]
+    if carbohydrate is not None:
+        carb_id, grams = carbohydrate
+        fields.append(Field(U8.pack(carb_id) + pack_sfloat(grams), GlucoseContextFlag.CARBOHYDRATE))
+    if meal is not None:
+        fields.append(Field(U8.pack(meal), GlucoseContextFlag.MEAL))
+    if tester_health is not None:
+        tester, health = tester_health
+        fields.append(Field(U8.pack(health << 4 | tester), GlucoseContextFlag.TESTER_HEALTH))
+    if exercise is not None:
+        seconds, percent = exercise
+        fields.append(Field(U16.pack(seconds) + U8.pack(percent), GlucoseContextFlag.EXERCISE))
+    if medication is not None:
+        med_id, amount = medication
+        fields.append(Field(U8.pack(med_id) + pack_sfloat(amount), GlucoseContextFlag.MEDICATION))
+    if hba1c is not None:
+        fields.append(Field(pack_sfloat(hba1c), GlucoseContextFlag.HBA1C))
+    return frame(fields)
+
+
+def glucose_feature(features: int) -> bytes:
+    return U16.pack(features)
+
+
 # -- Current Time service 0x1805 (CTS v1.1 §3.1) -------------------------------------------------
 CURRENT_TIME: Final = 0x2A2B
 CURRENT_TIME_SIZE: Final = 10

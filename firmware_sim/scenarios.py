@@ -116,6 +116,17 @@ class ThermoSettings(_Model):
     intermediate_s: Seconds = 1.0
 
 
+class GlucoseSettings(_Model):
+    """The glucose meter: a person takes a reading every ``interval_s`` (None: never during the
+    run); the meter keeps it and, when a gateway is connected, ends the link so that the gateway
+    reconnects and downloads it over the RACP (GLS §3.4: a meter sends records only when asked)."""
+
+    interval_s: Seconds | None = 600.0
+    stored_records: Annotated[int, Field(ge=0, le=100)] = 4  # taken before the run, 3 h apart
+    mg_dl: Annotated[float, Field(ge=20, le=600)] = 98  # the patient's glucose level
+    mmol_per_l: bool = False  # report in mol/L instead of kg/L
+
+
 class FaultSettings(_Model):
     """Faults to inject; None disables one. Packet faults hit every Nth measurement packet."""
 
@@ -147,6 +158,7 @@ class Scenario(_Model):
     spo2: Spo2Settings = Spo2Settings()
     bp: BpSettings = BpSettings()
     thermo: ThermoSettings = ThermoSettings()
+    glucose: GlucoseSettings = GlucoseSettings()
     faults: FaultSettings = FaultSettings()
     at: list[TimelinePoint] = []
 

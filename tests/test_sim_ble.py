@@ -559,7 +559,7 @@ async def test_faults_scenario_counts_what_it_injects() -> None:
 # -- API edges -----------------------------------------------------------------------------------
 def test_unknown_kinds_are_rejected_and_repeated_kinds_become_instances() -> None:
     with pytest.raises(ValueError, match="unknown sensor kind"):
-        Simulator(["ecg", "glucose"])
+        Simulator(["ecg", "scale"])
     assert Simulator(["ecg", "ecg"]).keys == ("ecg", "ecg-2")  # tests/test_sim_many.py
 
 

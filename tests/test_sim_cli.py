@@ -134,7 +134,7 @@ async def test_sensor_on_a_controller_reached_over_hci() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--devices", "ecg,glucose"], "unknown sensor kind(s) glucose"),
+        (["--devices", "ecg,scale"], "unknown sensor kind(s) scale"),
         (["--scenario", "no-such"], "scenario 'no-such': neither a built-in scenario"),
         (["--set", "bp.interval_s=0"], "bp.interval_s: Input should be greater than 0"),
         (["--set", "novalue"], "--set 'novalue': expected KEY=VALUE"),

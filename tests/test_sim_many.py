@@ -65,7 +65,7 @@ def test_parse_devices(text: str, kinds: list[str]) -> None:
         (":3", "device ':3': no sensor kind before ':'"),
         ("", "device list '': no sensor kinds given"),
         (" , ", "device list ' , ': no sensor kinds given"),
-        ("glucose:2,ecg", "unknown sensor kind(s) glucose; expected some of ecg, spo2, bp"),
+        ("scale:2,ecg", "unknown sensor kind(s) scale; expected some of ecg, spo2, bp"),
         ("ecg:60,bp:41", "101 sensors: at most 100 on one virtual radio"),
     ],
 )
@@ -314,7 +314,7 @@ async def test_final_statistics_count_exactly_what_a_central_received() -> None:
     ("argv", "message"),
     [
         (["--devices", "ecg:0"], "device 'ecg:0': the count after ':' must be a whole number"),
-        (["--devices", "glucose:3"], "unknown sensor kind(s) glucose"),
+        (["--devices", "scale:3"], "unknown sensor kind(s) scale"),
         (["--devices", ","], "device list ',': no sensor kinds given"),
         (["--hci", "usb:0", "--devices", "thermo:2"], "1 controller(s) for 2 sensor(s)"),
     ],
