@@ -203,7 +203,7 @@ def demo(
     http_port: HttpPortOption = None,
     log_level: LogOption = "warning",
 ) -> None:
-    """The simulator's four sensors and the gateway, with embedded defaults.
+    """The simulator's five sensors and the gateway, with embedded defaults.
 
     The HTTP API (assistant, consultations, /v1) is served while it runs; its bearer token is
     in DATA_DIR/demo-token.

@@ -1,6 +1,6 @@
 """`bedside demo`: the firmware simulator and the gateway in one process, no hardware needed.
 
-The simulator's four sensors sit on a virtual radio; the gateway attaches to it through an
+The simulator's five sensors sit on a virtual radio; the gateway attaches to it through an
 in-memory HCI transport and the Bumble-backed bleak backend, i.e. the same BLE code that runs on
 BlueZ. The demo's readings belong to the demo patient (``Patient/demo``, :data:`DEMO_PATIENT`)
 unless a patient is configured or assigned, so its forwarded Observations have a subject.
@@ -26,7 +26,7 @@ from gateway.ble.bumble import BumbleAdapter
 if TYPE_CHECKING:
     from gateway.config import Settings
 
-DEMO_KINDS = ("ecg", "spo2", "bp", "thermo")
+DEMO_KINDS = ("ecg", "spo2", "bp", "thermo", "glucose")
 REFRESH_S = 0.5
 DEMO_PATIENT = "Patient/demo"
 VITALS = (

@@ -31,7 +31,13 @@ def test_demo_headless_prints_one_json_summary(tmp_path: Path) -> None:
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     summary = json.loads(lines[0])
-    assert sorted(d["kind"] for d in summary["devices"]) == ["bp", "ecg", "spo2", "thermo"]
+    assert sorted(d["kind"] for d in summary["devices"]) == [
+        "bp",
+        "ecg",
+        "glucose",
+        "spo2",
+        "thermo",
+    ]
     for device in summary["devices"]:
         assert set(device) >= {"address", "name", "kind", "state", "observations"}
     assert summary["observations"]["8867-4"] > 0
