@@ -136,7 +136,8 @@ class Ingest:
         for m in mapped:
             if self._key(m) in new_ids:
                 codes = observation_codes(m.resource)
-                self.on_observation(ObservationEvent(status.address, frozenset(codes), m.resource))
+                event = ObservationEvent(status.address, frozenset(codes), m.resource, stored)
+                self.on_observation(event)
 
     @staticmethod
     def _key(m: MappedResource) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.ble.manager import ObservationEvent
 from gateway.ble.session import (
     DeviceSession,
     MeasureFailure,
@@ -238,3 +239,31 @@ async def test_unknown_codes_and_silent_sensors_fail_with_their_code(tmp_path: P
         with pytest.raises(SensorNotConnectedError) as lost:
             await run.manager.measure(HR, timeout=2)
         assert lost.value.failure is MeasureFailure.NOT_CONNECTED
+
+
+async def test_a_stored_record_never_answers_a_request(tmp_path: Path) -> None:
+    """Records the cuff had stored (downloaded on a reconnect) are old readings: a request
+    waits for the cycle it started."""
+    async with running_gateway(tmp_path, ["bp"], overrides=NO_PERIODIC_BP) as run:
+        await all_streaming(run, ["bp"])
+        session = session_of(run, "bp")
+        asked, release = asyncio.Event(), asyncio.Event()
+        inner: Callable[[str, bytes], Awaitable[bool]] = session.start_measurement
+
+        async def held(uuid: str, value: bytes) -> bool:
+            asked.set()
+            await release.wait()
+            return await inner(uuid, value)
+
+        session.start_measurement = held  # type: ignore[method-assign]
+        request = asyncio.create_task(run.manager.measure(BP_PANEL, timeout=30))
+        await asked.wait()  # the request waits: now an old record arrives
+        old = {"resourceType": "Observation", "id": "stored-yesterday"}
+        address = run.status("bp").address
+        run.manager.observation_ingested(
+            ObservationEvent(address, frozenset({BP_PANEL}), old, stored=True)
+        )
+        release.set()
+        result = await request
+        assert result is not old
+        assert BP_PANEL in observation_codes(result)

@@ -61,6 +61,8 @@ class ObservationEvent:
     address: str
     codes: frozenset[str]
     resource: Mapping[str, Any]
+    stored: bool = False
+    """A record the sensor had stored (a RACP download), not a reading taken now."""
 
 
 @dataclass
@@ -241,7 +243,11 @@ class SensorManager:
 
     def observation_ingested(self, event: ObservationEvent) -> None:
         """Called by the ingest pipeline for every stored Observation; resolves waiters and ends
-        the measurement running on that sensor once it delivered one of its codes."""
+        the measurement running on that sensor once it delivered one of its codes. Records the
+        sensor had stored (downloaded on reconnect) answer nobody: a request wants a reading
+        taken now, not an old one."""
+        if event.stored:
+            return
         for waiter in list(self._waiters):
             if (
                 event.address in waiter.addresses
