@@ -398,6 +398,7 @@ class Gateway:
                     "battery": s.battery,
                     "decode_errors": s.decode_errors,
                     "reconnects": s.reconnects,
+                    "unset_clock": s.unset_clock,
                 }
                 for s in sorted(statuses, key=lambda s: (s.kind, s.address))
             ],

@@ -6,6 +6,11 @@ downloaded twice are stored once) and, in the same transaction, enqueues their s
 Bundle for every uplink. Observations that were new are announced to ``on_observation`` (the
 sensor manager resolves measure-on-demand waiters with them).
 
+A reading stamped by a sensor clock that was never set (a stored record from before the gateway
+set the clock, dated by the factory epoch) has no true date: it is stored here and counted
+(``SessionStatus.unset_clock``) but never sent, as the PHD IG advises ("Time-stamps and time
+synchronization"; :func:`gateway.fhir.timeline.place`).
+
 Each notification's Observations get the patient assigned when it arrives (``patient()``, asked
 once per notification) as ``subject``; with none assigned they are stored without one and their
 Bundle is held back from the uplinks until a claim (docs/contracts.md, "Patient").
@@ -25,6 +30,7 @@ from gateway.fhir.bundle import transaction_bundle
 from gateway.fhir.device import GatewayInfo, SensorInfo, gateway_device, sensor_device
 from gateway.fhir.observation import MappingContext, PatientRef, map_measurements
 from gateway.fhir.read import display_value, effective_time, observation_codes
+from gateway.fhir.timeline import place
 from gateway.store.models import ObservationRecord, TopicKind
 
 if TYPE_CHECKING:
@@ -107,8 +113,12 @@ class Ingest:
             for m in mapped
         ]
 
-        def bundle_factory(new: list[dict[str, Any]]) -> Mapping[str, Any]:
-            chosen = [m for m in mapped if m.resource in new]
+        unset = [m for m in mapped if self._stamped_by_unset_clock(m, ctx.received_at)]
+
+        def bundle_factory(new: list[dict[str, Any]]) -> Mapping[str, Any] | None:
+            chosen = [m for m in mapped if m.resource in new and m not in unset]
+            if not chosen:
+                return None
             devices = [gateway_device(self.gateway), sensor_device(sensor)]
             return transaction_bundle([*devices, *chosen], timestamp=ctx.received_at)
 
@@ -122,8 +132,16 @@ class Ingest:
                 hold=hold,
             )
         )
-        if hold and new_ids and self.store.uplinks and self.on_held is not None:
-            self.on_held(len(new_ids))
+        kept_here = sum(1 for m in unset if self._key(m) in new_ids)
+        if kept_here:
+            status.unset_clock += kept_here
+            log.info(
+                "%s: %d reading(s) stamped by a clock that was not set: kept here, not sent",
+                status.name,
+                kept_here,
+            )
+        if hold and len(new_ids) > kept_here and self.store.uplinks and self.on_held is not None:
+            self.on_held(len(new_ids) - kept_here)
         for m in mapped:
             text = display_value(m.resource)
             if text is not None:
@@ -138,6 +156,15 @@ class Ingest:
                 codes = observation_codes(m.resource)
                 event = ObservationEvent(status.address, frozenset(codes), m.resource, stored)
                 self.on_observation(event)
+
+    def _stamped_by_unset_clock(self, m: MappedResource, received: dt.datetime) -> bool:
+        if m.if_none_exist is None:  # no device timestamp: the time of reception
+            return False
+        when = effective_time(m.resource)
+        if when is None:
+            return False
+        local = when.astimezone(self.tz).replace(tzinfo=None)  # the sensor's own clock reading
+        return place(local, None, received=received, tz=self.tz).effective is None
 
     @staticmethod
     def _key(m: MappedResource) -> str:

@@ -7,6 +7,7 @@ these tests cross-check two implementations of the same specifications.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -208,3 +209,40 @@ async def test_gateway_over_hci_tcp_against_bedside_sim(tmp_path: Path) -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_records_of_a_clock_never_set_are_kept_here_not_sent(tmp_path: Path) -> None:
+    """The cuff's stored records from before the gateway first set its clock carry the factory
+    epoch (2000-01-01): stored and counted, but no Bundle carries them (PHD IG, "Time-stamps and
+    time synchronization"); what it measures after the clock was set is sent."""
+    dead_port = free_port()  # an uplink that never connects: the outbox keeps what it would send
+    async with running_gateway(
+        tmp_path,
+        ["bp"],
+        overrides={"bp.interval_s": 3600, "bp.cycle_s": 0.5},
+        mqtt={"url": f"mqtt://127.0.0.1:{dead_port}"},
+        patient={"reference": "Patient/7"},
+    ) as run:
+        bp = run.sim.sensors["bp"]
+        on_device = len(bp.records)
+        await wait_until(
+            lambda: run.status("bp").stored_records >= on_device, 20, "stored BP records"
+        )
+        await wait_until(lambda: run.states() == {"bp": STREAMING}, 20, "bp streaming")
+        store = run.gateway.store
+        assert store is not None
+        counts = await store.observation_counts()
+        assert counts["85354-9"] == on_device  # kept here, with the pulse rate of each
+        assert run.status("bp").unset_clock == counts["85354-9"] + counts["8867-4"]
+        await run.manager.measure("85354-9", timeout=30)  # a cycle on the set clock
+        items = await store.outbox_items()
+        sent = [
+            entry["resource"]
+            for item in items
+            for entry in json.loads(item.payload)["entry"]
+            if entry["resource"]["resourceType"] == "Observation"
+        ]
+        assert sent, "the new reading is sent"
+        assert all(not o["effectiveDateTime"].startswith("2000-") for o in sent)
+        summary = await run.gateway.summary()
+        assert summary["devices"][0]["unset_clock"] == 2 * on_device

@@ -90,6 +90,8 @@ class SessionStatus:
     ingest_errors: int = 0
     reconnects: int = 0
     stored_records: int = 0
+    unset_clock: int = 0
+    """Readings stamped by the sensor's clock before it was ever set: kept, never sent."""
     last_value_at: float | None = None
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     """Notification received → stored, for the most recent values (benchmarks)."""

@@ -61,7 +61,8 @@ class BundleSigner(Protocol):
     def sign_bundle(self, bundle: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
-BundleFactory = Callable[[list[dict[str, Any]]], Mapping[str, Any]]
+BundleFactory = Callable[[list[dict[str, Any]]], Mapping[str, Any] | None]
+"""Builds the Bundle of the new Observations; None: they are kept here and sent nowhere."""
 """Builds the Bundle (a dict) for the Observations given; must be pure (runs in the store's
 thread, inside the transaction)."""
 
@@ -290,8 +291,8 @@ class Store:
 
         Duplicates (by PHD identifier, also within ``observations``) are skipped. When at least
         one is new, ``bundle_factory(new resource dicts)`` builds one Bundle, which is signed and
-        enqueued for every uplink in the same transaction. Returns the identifiers of the new
-        Observations, in input order.
+        enqueued for every uplink in the same transaction (None: nothing to send). Returns the
+        identifiers of the new Observations, in input order.
 
         ``patient`` (the reference assigned when the readings were received) is kept with each
         Observation. ``hold``: no patient is assigned, so the Bundle is kept unsigned in the held
@@ -324,8 +325,12 @@ class Store:
                 )
                 if cursor.rowcount == 1:
                     new.append(record)
-            if new and self.uplinks:
-                bundle = bundle_factory([dict(record.resource) for record in new])
+            bundle = (
+                bundle_factory([dict(record.resource) for record in new])
+                if new and self.uplinks
+                else None
+            )
+            if bundle is not None:
                 if hold:
                     conn.execute(
                         """INSERT INTO held (reason, kind, bundle, keys, readings, created)
