@@ -36,6 +36,7 @@ VITALS = (
     ("85354-9", "Blood pressure"),
     ("8310-5", "Body temperature"),
     ("147240", "RR interval"),
+    ("2339-0", "Glucose (capillary blood)"),
 )
 
 
