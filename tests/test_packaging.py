@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from setuptools import find_packages
 
+from gateway.demo import DEMO_KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 MAPPED = {"gateway.device_profiles": "device_profiles", "gateway.models": "models"}
 BP_VECTOR = "1E8A00580078000000041114293B3C00012700"  # 138/88/120 mmHg, pulse 60, user 1
@@ -117,5 +119,5 @@ def test_the_installed_wheel_decodes_and_runs_the_demo(wheel_venv: Path, tmp_pat
         .splitlines()[-1]
     )
     kinds = sorted(device["kind"] for device in summary["devices"])
-    assert kinds == ["bp", "ecg", "spo2", "thermo"]  # the profiles came with the wheel
+    assert kinds == sorted(DEMO_KINDS)  # the profiles came with the wheel
     assert summary["observations"], "observations flowed"
