@@ -15,20 +15,19 @@ from typing import Any, Final
 
 from bumble import gatt
 from bumble.att import ATT_Error
-from bumble.device import Connection
 from bumble.transport.common import TransportSink, TransportSource
 
 from firmware_sim import characteristics as ch
 from firmware_sim import racp
 from firmware_sim.bluetooth import (
-    ATT_CCCD_IMPROPERLY_CONFIGURED,
     ATT_PROCEDURE_ALREADY_IN_PROGRESS,
     uuid16,
 )
 from firmware_sim.devices.common import Loop, Properties, model_rng
+from firmware_sim.devices.records import RecordKeeper
 from firmware_sim.encoding import SFLOAT_NAN, SFLOAT_NRES, sfloat
 from firmware_sim.faults import Corruption, corrupt
-from firmware_sim.sensor import Sensor, SensorContext
+from firmware_sim.sensor import SensorContext
 from firmware_sim.signals import BloodPressure, BloodPressureModel
 
 
@@ -49,13 +48,14 @@ IRREGULAR_HRV: Final = 0.12
 MAX_STORED_RECORDS: Final = 100
 
 
-class BpSensor(Sensor):
+class BpSensor(RecordKeeper):
     KIND = "bp"
     LABEL = "BP"
     MODEL = "BS-BP300"
     PRODUCT_ID = 0x0103
     APPEARANCE = 0x0381  # Blood Pressure: arm (Assigned Numbers §2.6.3)
     ADVERTISED_SERVICES = (0x1810,)
+    RECORDS_INDICATED = True  # BLS: Blood Pressure Measurement is indicated
 
     def __init__(
         self, context: SensorContext, source: TransportSource, sink: TransportSink
@@ -66,8 +66,6 @@ class BpSensor(Sensor):
         self._next_sequence = 0  # BLS v1.1 Blood Pressure Record: starts at 0, wraps at 65536
         self._demand = asyncio.Event()
         self._cycle_running = False
-        self._racp_busy = False  # from the request until its response is sent
-        self._racp_abort = False
         super().__init__(context, source, sink)
         self._store_past_records()
 
@@ -194,68 +192,5 @@ class BpSensor(Sensor):
             self._cycle_running = False
 
     # -- Record Access Control Point ---------------------------------------------------------------
-    def _on_racp_write(self, _connection: Connection, value: bytes) -> None:
-        self.stats.racp_requests += 1
-        if not self.subscribed(self.racp, indicate=True):
-            raise ATT_Error(ATT_CCCD_IMPROPERLY_CONFIGURED)
-        running = self._racp_busy
-        try:
-            request = racp.parse_request(value)
-        except racp.RequestError as exc:
-            if running:
-                raise ATT_Error(ATT_PROCEDURE_ALREADY_IN_PROGRESS) from exc
-            self._respond(racp.response_code(exc.op_code, exc.code))
-            return
-        if request.op_code is racp.OpCode.ABORT_OPERATION:
-            if running:
-                self._racp_abort = True
-            else:
-                self._respond(
-                    racp.response_code(racp.OpCode.ABORT_OPERATION, racp.ResponseCode.SUCCESS)
-                )
-            return
-        if running:
-            raise ATT_Error(ATT_PROCEDURE_ALREADY_IN_PROGRESS)
-        if request.op_code is racp.OpCode.REPORT_STORED_RECORDS and not self.subscribed(
-            self.measurement, indicate=True
-        ):
-            raise ATT_Error(ATT_CCCD_IMPROPERLY_CONFIGURED)
-        self._racp_abort = False
-        self._racp_busy = True
-        self.spawn(self._racp_procedure(request), "RACP procedure")
-
-    def _respond(self, value: bytes) -> None:
-        self.spawn(self.indicate(self.racp, value), "RACP response")
-
-    async def _racp_procedure(self, request: racp.Request) -> None:
-        try:
-            response = await self._racp_run(request)
-        finally:
-            self._racp_busy = False  # a client may write its next request once it has this
-        if response is not None:
-            await self.indicate(self.racp, response)
-
-    async def _racp_run(self, request: racp.Request) -> bytes | None:
-        """Carry out a request; returns the response to indicate (None: the link was lost)."""
-        selected = racp.select(
-            [r.sequence_number for r in self.records], request, [r.time for r in self.records]
-        )
-        op = request.op_code
-        if op is racp.OpCode.REPORT_NUMBER_OF_RECORDS:
-            return racp.number_of_records_response(len(selected))
-        if not selected:
-            return racp.response_code(op, racp.ResponseCode.NO_RECORDS_FOUND)
-        if op is racp.OpCode.DELETE_STORED_RECORDS:
-            chosen = set(selected)
-            self.records = [r for r in self.records if r.sequence_number not in chosen]
-            return racp.response_code(op, racp.ResponseCode.SUCCESS)
-        by_number = {r.sequence_number: r for r in self.records}
-        for number in selected:
-            if self._racp_abort:
-                break
-            record = by_number.get(number)
-            if record is not None and not await self.indicate(self.measurement, record.value):
-                return None  # link lost: the procedure ends with it
-        if self._racp_abort:
-            return racp.response_code(racp.OpCode.ABORT_OPERATION, racp.ResponseCode.SUCCESS)
-        return racp.response_code(op, racp.ResponseCode.SUCCESS)
+    async def send_record(self, record: StoredRecord) -> bool:
+        return await self.indicate(self.measurement, record.value)

@@ -18,20 +18,17 @@ from dataclasses import dataclass
 from typing import Final
 
 from bumble import gatt
-from bumble.att import ATT_Error
-from bumble.device import Connection
 from bumble.transport.common import TransportSink, TransportSource
 
 from firmware_sim import characteristics as ch
 from firmware_sim import racp
 from firmware_sim.bluetooth import (
-    ATT_CCCD_IMPROPERLY_CONFIGURED,
-    ATT_PROCEDURE_ALREADY_IN_PROGRESS,
     uuid16,
 )
 from firmware_sim.devices.common import Loop, Properties, model_rng
+from firmware_sim.devices.records import RecordKeeper
 from firmware_sim.encoding import sfloat
-from firmware_sim.sensor import Sensor, SensorContext
+from firmware_sim.sensor import SensorContext
 
 GLUCOSE_FEATURES: Final = (
     ch.GlucoseFeature.LOW_BATTERY_DETECTION
@@ -60,13 +57,14 @@ class GlucoseRecord:
     time: dt.datetime  # the user-facing time (the device clock when it was taken)
 
 
-class GlucoseSensor(Sensor):
+class GlucoseSensor(RecordKeeper):
     KIND = "glucose"
     LABEL = "Glucose"
     MODEL = "BS-GL500"
     PRODUCT_ID = 0x0105
     APPEARANCE = 0x0400  # Glucose Meter (Assigned Numbers §2.6.3)
     ADVERTISED_SERVICES = (0x1808,)
+    RECORDS_INDICATED = False  # GLS: Glucose Measurement is notified
 
     def __init__(
         self, context: SensorContext, source: TransportSource, sink: TransportSink
@@ -75,8 +73,6 @@ class GlucoseSensor(Sensor):
         self._rng = model_rng(context, "glucose")
         self.records: list[GlucoseRecord] = []
         self._next_sequence = 0
-        self._racp_busy = False  # from the request until its response is sent
-        self._racp_abort = False
         super().__init__(context, source, sink)
         self._store_past_records()
 
@@ -153,75 +149,12 @@ class GlucoseSensor(Sensor):
             await self.disconnect()  # the collector reconnects and asks for the new record
 
     # -- Record Access Control Point ---------------------------------------------------------------
-    def _on_racp_write(self, _connection: Connection, value: bytes) -> None:
-        self.stats.racp_requests += 1
-        if not self.subscribed(self.racp, indicate=True):
-            raise ATT_Error(ATT_CCCD_IMPROPERLY_CONFIGURED)
-        running = self._racp_busy
-        try:
-            request = racp.parse_request(value)
-        except racp.RequestError as exc:
-            if running:
-                raise ATT_Error(ATT_PROCEDURE_ALREADY_IN_PROGRESS) from exc
-            self._respond(racp.response_code(exc.op_code, exc.code))
-            return
-        if request.op_code is racp.OpCode.ABORT_OPERATION:
-            if running:
-                self._racp_abort = True
-            else:
-                self._respond(
-                    racp.response_code(racp.OpCode.ABORT_OPERATION, racp.ResponseCode.SUCCESS)
-                )
-            return
-        if running:
-            raise ATT_Error(ATT_PROCEDURE_ALREADY_IN_PROGRESS)
-        if request.op_code is racp.OpCode.REPORT_STORED_RECORDS and not self.subscribed(
-            self.measurement, indicate=False
-        ):
-            raise ATT_Error(ATT_CCCD_IMPROPERLY_CONFIGURED)  # GLS §3.4: measurement CCCD first
-        self._racp_abort = False
-        self._racp_busy = True
-        self.spawn(self._racp_procedure(request), "RACP procedure")
-
-    def _respond(self, value: bytes) -> None:
-        self.spawn(self.indicate(self.racp, value), "RACP response")
-
-    async def _racp_procedure(self, request: racp.Request) -> None:
-        try:
-            response = await self._racp_run(request)
-        finally:
-            self._racp_busy = False
-        if response is not None:
-            await self.indicate(self.racp, response)
-
-    async def _racp_run(self, request: racp.Request) -> bytes | None:
-        """Carry out a request; returns the response to indicate (None: the link was lost)."""
-        selected = racp.select(
-            [r.sequence_number for r in self.records], request, [r.time for r in self.records]
-        )
-        op = request.op_code
-        if op is racp.OpCode.REPORT_NUMBER_OF_RECORDS:
-            return racp.number_of_records_response(len(selected))
-        if not selected:
-            return racp.response_code(op, racp.ResponseCode.NO_RECORDS_FOUND)
-        if op is racp.OpCode.DELETE_STORED_RECORDS:
-            chosen = set(selected)
-            self.records = [r for r in self.records if r.sequence_number not in chosen]
-            return racp.response_code(op, racp.ResponseCode.SUCCESS)
-        by_number = {r.sequence_number: r for r in self.records}
-        for number in selected:
-            if self._racp_abort:
-                break
-            record = by_number.get(number)
-            if record is None:
-                continue
-            await asyncio.sleep(RECORD_READ_S)
-            if self._racp_abort:
-                break
-            if not await self.notify(self.measurement, record.measurement):
-                return None  # link lost or notifications turned off: the procedure ends
-            if record.context is not None:
-                await self.notify(self.context, record.context)
+    async def send_record(self, record: GlucoseRecord) -> bool:
+        await asyncio.sleep(RECORD_READ_S)  # reading the record from flash
         if self._racp_abort:
-            return racp.response_code(racp.OpCode.ABORT_OPERATION, racp.ResponseCode.SUCCESS)
-        return racp.response_code(op, racp.ResponseCode.SUCCESS)
+            return True  # not sent: the procedure ends with the abort
+        if not await self.notify(self.measurement, record.measurement):
+            return False  # link lost or notifications turned off: the procedure ends
+        if record.context is not None:
+            await self.notify(self.context, record.context)
+        return True
