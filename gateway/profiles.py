@@ -125,8 +125,11 @@ class Measure(_Model):
 
     ``write``: write ``value`` to ``uuid`` (in ``service``, when it is a vendor service) and wait
     for the measurement; ``racp``: write the RACP request ``value`` to ``uuid``; ``wait``: the
-    sensor streams, wait for the next value. ``timeout_s`` bounds the wait: the one setting of
-    how long a measurement of this kind may take (the sensor manager's and the assistant's).
+    sensor streams, wait for the next value; ``manual``: a person takes the measurement (a
+    glucose meter's sample), so the gateway cannot obtain one on demand: its codes are not offered
+    to the assistant and a request for them fails at once. ``timeout_s`` bounds the wait: the
+    one setting of how long a measurement of this kind may take (the sensor manager's and the
+    assistant's).
 
     ``streams``: the codes the sensor sends on its own, steadily, once subscribed (no trigger):
     for them the gateway waits for the next value and never starts a measurement. Unset: every
@@ -134,7 +137,7 @@ class Measure(_Model):
     (the ``write`` trigger) asks of the patient.
     """
 
-    method: Literal["write", "racp", "wait"]
+    method: Literal["write", "racp", "wait", "manual"]
     uuid: Uuid | None = None
     service: Uuid | None = None
     value: HexBytes | None = None
@@ -144,9 +147,9 @@ class Measure(_Model):
 
     @model_validator(mode="after")
     def _target_matches_method(self) -> Self:
-        if self.method == "wait":
+        if self.method in {"wait", "manual"}:
             if self.uuid is not None or self.value is not None or self.service is not None:
-                raise ValueError("method 'wait' takes no uuid, service or value")
+                raise ValueError(f"method {self.method!r} takes no uuid, service or value")
         elif self.uuid is None or self.value is None:
             raise ValueError(f"method {self.method!r} needs uuid and value")
         return self
@@ -195,6 +198,11 @@ class DeviceProfile(_Model):
                 f"measure.streams: {', '.join(unknown)} not in loinc ({', '.join(self.loinc)})"
             )
         return self
+
+    @property
+    def on_demand(self) -> bool:
+        """Whether the gateway can obtain a fresh measurement of this kind when asked."""
+        return self.measure.method != "manual"
 
     def streamed(self) -> frozenset[str]:
         """The codes this kind sends on its own (``[measure] streams``; unset: all of a

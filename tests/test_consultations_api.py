@@ -222,8 +222,8 @@ async def test_a_measurement_not_made_is_told_with_its_code_over_http(
     (unavailable,) = [d for n, d in events if n == "observation_unavailable"]
     assert unavailable == {
         "code": BP_PANEL,
-        "reason": "it needs a blood-pressure cuff inflation, which a clinician starts at the "
-        "bedside",
+        "reason": "it cannot be started from here: a person at the bedside takes it (a "
+        "clinician starts a cuff inflation, a patient takes a glucose sample)",
         "reason_code": "not_allowed",
     }
     told = [m for m in record["messages"] if m["role"] == "observation_unavailable"]

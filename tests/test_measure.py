@@ -267,3 +267,14 @@ async def test_a_stored_record_never_answers_a_request(tmp_path: Path) -> None:
         result = await request
         assert result is not old
         assert BP_PANEL in observation_codes(result)
+
+
+async def test_a_reading_a_person_takes_is_not_offered_nor_awaited(tmp_path: Path) -> None:
+    """A glucose meter measures when someone takes a sample: the assistant is not offered its
+    code, and a request fails at once instead of waiting minutes for a reading."""
+    async with running_gateway(tmp_path, ["glucose"]) as run:
+        await all_streaming(run, ["glucose"])
+        assert "2339-0" not in run.manager.can_measure()
+        with pytest.raises(MeasurementNotAllowedError, match="only when a person takes it") as info:
+            await run.manager.measure("2339-0", timeout=300)
+        assert info.value.failure is MeasureFailure.NOT_ALLOWED

@@ -107,7 +107,8 @@ def test_glucose_profile() -> None:
     assert u16("2A51") in {r.uuid for r in glucose.read}
     # GLS §3.4: records come only over the RACP; no trigger starts a reading.
     assert glucose.stored_records == StoredRecords(racp=u16("2A52"), measurement=u16("2A18"))
-    assert glucose.measure.method == "wait"
+    assert glucose.measure.method == "manual"
+    assert not glucose.on_demand
 
 
 def test_profile_codes_are_known_to_the_fhir_code_table() -> None:

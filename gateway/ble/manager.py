@@ -233,10 +233,11 @@ class SensorManager:
     # -- measure on demand ------------------------------------------------------------------------
 
     def can_measure(self) -> dict[str, list[str]]:
-        """LOINC code → addresses of ready sensors that can measure it."""
+        """LOINC code → addresses of ready sensors that can measure it on demand (not those a
+        person must use, ``[measure] method = "manual"``)."""
         out: dict[str, list[str]] = {}
         for address, session in self._sessions.items():
-            if session.status.state in READY_STATES:
+            if session.status.state in READY_STATES and session.profile.on_demand:
                 for code in session.profile.loinc:
                     out.setdefault(code, []).append(address)
         return out
@@ -286,6 +287,12 @@ class SensorManager:
         candidates = [s for s in self._sessions.values() if loinc_code in s.profile.loinc]
         if not candidates:
             raise SensorUnavailableError(f"no sensor known to the gateway measures {loinc_code}")
+        if not any(s.profile.on_demand for s in candidates):
+            raise MeasurementNotAllowedError(
+                f"{loinc_code} is measured only when a person takes it "
+                f"({', '.join(sorted({_who(s) for s in candidates}))})"
+            )
+        candidates = [s for s in candidates if s.profile.on_demand]
         ready = [s for s in candidates if s.status.state in READY_STATES]
         if not ready:
             first = candidates[0].status

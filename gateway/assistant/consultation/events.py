@@ -87,8 +87,8 @@ UNAVAILABLE_REASONS: Final[Mapping[MeasureFailure, str]] = {
     MeasureFailure.BUSY: "the sensor is busy with another measurement that gave no result in time",
     MeasureFailure.TIMEOUT: "no measurement within {timeout:g} s",
     MeasureFailure.NO_SENSOR: "no sensor at this bedside measures it",
-    MeasureFailure.NOT_ALLOWED: "it needs a blood-pressure cuff inflation, which a clinician "
-    "starts at the bedside",
+    MeasureFailure.NOT_ALLOWED: "it cannot be started from here: a person at the bedside takes "
+    "it (a clinician starts a cuff inflation, a patient takes a glucose sample)",
 }
 
 
