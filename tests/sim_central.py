@@ -133,3 +133,23 @@ async def running(
 async def next_value(queue: asyncio.Queue[bytes]) -> bytes:
     async with asyncio.timeout(TIMEOUT_S):
         return await queue.get()
+
+
+async def check_racp_housekeeping(
+    link: Link, racp: asyncio.Queue[bytes], stored: int, racp_uuid: int = 0x2A52
+) -> None:
+    """The RACP requests every record-keeping sensor answers alike (GSS "Record Access Control
+    Point"): an unknown op code, an abort with nothing running, deleting the first record,
+    counting the rest, deleting all, then a report that finds none. ``stored``: records before."""
+    await link.write(racp_uuid, b"\x09\x01")  # unknown op code
+    assert await next_value(racp) == bytes.fromhex("06000902")
+    await link.write(racp_uuid, b"\x03\x00")  # abort with nothing running
+    assert await next_value(racp) == bytes.fromhex("06000301")
+    await link.write(racp_uuid, b"\x02\x05")  # delete the first record
+    assert await next_value(racp) == bytes.fromhex("06000201")
+    await link.write(racp_uuid, b"\x04\x01")  # how many are left
+    assert await next_value(racp) == bytes([0x05, 0x00]) + (stored - 1).to_bytes(2, "little")
+    await link.write(racp_uuid, b"\x02\x01")  # delete all
+    assert await next_value(racp) == bytes.fromhex("06000201")
+    await link.write(racp_uuid, b"\x01\x01")  # report all: none left
+    assert await next_value(racp) == bytes.fromhex("06000106")

@@ -28,6 +28,7 @@ from tests.sim_central import (
     TIMEOUT_S,
     VENDOR_START,
     Central,
+    check_racp_housekeeping,
     date_time,
     next_value,
     running,
@@ -295,18 +296,7 @@ async def test_bp_stored_records_through_racp() -> None:
 
         await link.write(0x2A52, bytes.fromhex("0103010a00"))  # report >= 10: none
         assert await next_value(racp) == bytes.fromhex("06000106")
-        await link.write(0x2A52, b"\x09\x01")  # unknown op code
-        assert await next_value(racp) == bytes.fromhex("06000902")
-        await link.write(0x2A52, b"\x03\x00")  # abort with nothing running
-        assert await next_value(racp) == bytes.fromhex("06000301")
-        await link.write(0x2A52, b"\x02\x05")  # delete the first record
-        assert await next_value(racp) == bytes.fromhex("06000201")
-        await link.write(0x2A52, b"\x04\x01")
-        assert await next_value(racp) == bytes.fromhex("05000200")
-        await link.write(0x2A52, b"\x02\x01")  # delete all
-        assert await next_value(racp) == bytes.fromhex("06000201")
-        await link.write(0x2A52, b"\x01\x01")
-        assert await next_value(racp) == bytes.fromhex("06000106")
+        await check_racp_housekeeping(link, racp, stored=3)
         assert measurements.empty()
         assert sim.sensors["bp"].stats.racp_requests == 13
 

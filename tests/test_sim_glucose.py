@@ -33,7 +33,7 @@ from gateway.ieee11073.gls import (
 )
 from gateway.profiles import load_profiles
 from tests.harness import running_gateway, wait_until
-from tests.sim_central import FAST, next_value, running
+from tests.sim_central import FAST, check_racp_housekeeping, next_value, running
 
 GLUCOSE_OFF = {**FAST, "glucose.interval_s": None}  # only the records stored before the run
 STREAMING = str(SessionState.STREAMING)
@@ -102,18 +102,7 @@ async def test_glucose_records_through_racp() -> None:
         assert GlucoseMeasurement.from_bytes(await next_value(measurements)) == records[0]
         assert await next_value(racp) == bytes.fromhex("06000101")
 
-        await link.write(0x2A52, b"\x09\x01")  # unknown op code
-        assert await next_value(racp) == bytes.fromhex("06000902")
-        await link.write(0x2A52, b"\x03\x00")  # abort with nothing running
-        assert await next_value(racp) == bytes.fromhex("06000301")
-        await link.write(0x2A52, b"\x02\x05")  # delete the first record
-        assert await next_value(racp) == bytes.fromhex("06000201")
-        await link.write(0x2A52, b"\x04\x01")
-        assert await next_value(racp) == bytes.fromhex("05000300")
-        await link.write(0x2A52, b"\x02\x01")  # delete all
-        assert await next_value(racp) == bytes.fromhex("06000201")
-        await link.write(0x2A52, b"\x01\x01")
-        assert await next_value(racp) == bytes.fromhex("06000106")
+        await check_racp_housekeeping(link, racp, stored=4)
         assert measurements.empty()
         assert contexts.empty()
         assert sensor.stats.racp_requests == 12

@@ -9,6 +9,7 @@ Each kind says how one record goes out (:meth:`RecordKeeper.send_record`).
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 from bumble.att import ATT_Error
@@ -22,7 +23,7 @@ from firmware_sim.bluetooth import (
 from firmware_sim.sensor import Sensor
 
 
-class RecordKeeper(Sensor):
+class RecordKeeper(Sensor, abc.ABC):
     """A sensor with stored records and a RACP; subclasses set ``records``, ``racp`` and
     ``measurement`` and say how a record is sent."""
 
@@ -35,9 +36,9 @@ class RecordKeeper(Sensor):
     _racp_busy = False  # from the request until its response is sent
     _racp_abort = False
 
+    @abc.abstractmethod
     async def send_record(self, record: Any) -> bool:
         """Send one record; False when the link (or the subscription) is gone."""
-        raise NotImplementedError  # an abstract hook: each kind defines it
 
     def _on_racp_write(self, _connection: Connection, value: bytes) -> None:
         self.stats.racp_requests += 1

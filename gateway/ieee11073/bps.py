@@ -10,6 +10,7 @@ the current cuff pressure and the other two are unused (sensors send NaN or 0; b
 
 from __future__ import annotations
 
+import abc
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Self
@@ -124,7 +125,7 @@ def _conditions(status: BloodPressureStatus | None) -> frozenset[Condition]:
 # -- the layout both measurement characteristics share -------------------------------------------
 
 
-class _BloodPressureLayout:
+class _BloodPressureLayout(abc.ABC):
     """Flags, three compound SFLOATs, then the optional time stamp, pulse rate, user ID and status.
 
     One implementation for Blood Pressure Measurement and Intermediate Cuff Pressure, which share
@@ -160,9 +161,9 @@ class _BloodPressureLayout:
             rfu_flags: int = ...,
         ) -> None: ...
 
+    @abc.abstractmethod
     def _compound(self) -> tuple[SFloat, SFloat, SFloat]:
         """The three compound fields in wire order; each characteristic names its own."""
-        raise NotImplementedError  # an abstract hook: both subclasses define it
 
     def __post_init__(self) -> None:
         if self.user_id is not None:
