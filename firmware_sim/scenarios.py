@@ -153,6 +153,9 @@ class Scenario(_Model):
     # How fast (positive) or slow the sensors' clocks run, in parts per million; each sensor
     # gets the value, so a gateway that set their clocks sees them walk away at that rate.
     clock_drift_ppm: Annotated[float, Field(ge=-1000, le=1000)] = 0.0
+    # Clocks that start set, this many seconds ahead (positive) or behind true UTC, as if a
+    # gateway set them long ago and they drifted since; None: they start unset (factory epoch).
+    clock_set_error_s: Annotated[float, Field(ge=-86400, le=86400)] | None = None
     vitals: Vitals = Vitals()
     ecg: EcgSettings = EcgSettings()
     spo2: Spo2Settings = Spo2Settings()

@@ -140,6 +140,10 @@ class Sensor(abc.ABC):
             context.start_time,
             drift_ppm=context.scenario.clock_drift_ppm,
         )
+        error_s = context.scenario.clock_set_error_s
+        if error_s is not None:  # set long ago, in UTC wall time (the gateway's default zone)
+            true_now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            self.clock.set(true_now + dt.timedelta(seconds=error_s), ch.ADJUST_REASON_MANUAL)
         self.connection: Connection | None = None
         self._subscriptions: dict[int, tuple[bool, bool]] = {}
         self._faults = PacketFaults(context.scenario.faults)

@@ -398,7 +398,8 @@ class Gateway:
                     "battery": s.battery,
                     "decode_errors": s.decode_errors,
                     "reconnects": s.reconnects,
-                    "unset_clock": s.unset_clock,
+                    "undated": s.undated,
+                    "clock_offset_s": s.clock_offset_s,
                 }
                 for s in sorted(statuses, key=lambda s: (s.kind, s.address))
             ],

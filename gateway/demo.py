@@ -24,6 +24,7 @@ from gateway.app import Gateway
 from gateway.ble.bumble import BumbleAdapter
 
 if TYPE_CHECKING:
+    from gateway.ble.session import SessionStatus
     from gateway.config import Settings
 
 DEMO_KINDS = ("ecg", "spo2", "bp", "thermo", "glucose")
@@ -40,10 +41,21 @@ VITALS = (
 )
 
 
+def _clock_text(status: SessionStatus) -> str:
+    """The sensor clock as the gateway found it on connecting: its offset, or why none."""
+    offset = status.clock_offset_s
+    if offset is not None:
+        return f"{offset:+.1f} s"
+    if status.clock_anchor is not None:
+        return "not set"
+    return "—"
+
+
 def live_view(gateway: Gateway, latest: Mapping[str, str], elapsed_s: float) -> Group:
     """Devices and latest vitals as rich tables."""
     devices = Table(title=f"Bedside Gateway {gateway.identity.gateway_id} — {elapsed_s:,.0f} s")
-    for column in ("kind", "name", "address", "state", "battery", "obs", "bad", "reconnects"):
+    columns = ("kind", "name", "address", "state", "battery", "obs", "bad", "undated", "clock")
+    for column in (*columns, "reconnects"):
         devices.add_column(column)
     statuses = gateway.manager.statuses() if gateway.manager is not None else []
     for s in sorted(statuses, key=lambda s: s.kind):
@@ -55,6 +67,8 @@ def live_view(gateway: Gateway, latest: Mapping[str, str], elapsed_s: float) -> 
             "" if s.battery is None else f"{s.battery} %",
             str(s.observations),
             str(s.decode_errors),
+            str(s.undated),
+            _clock_text(s),
             str(s.reconnects),
         )
     vitals = Table(title="Latest vitals")

@@ -6,10 +6,13 @@ downloaded twice are stored once) and, in the same transaction, enqueues their s
 Bundle for every uplink. Observations that were new are announced to ``on_observation`` (the
 sensor manager resolves measure-on-demand waiters with them).
 
-A reading stamped by a sensor clock that was never set (a stored record from before the gateway
-set the clock, dated by the factory epoch) has no true date: it is stored here and counted
-(``SessionStatus.unset_clock``) but never sent, as the PHD IG advises ("Time-stamps and time
-synchronization"; :func:`gateway.fhir.timeline.place`).
+Timestamps go onto the gateway's timeline with the clock anchor the session read on connecting
+(PHD IG "Time-stamps and time synchronization"; :mod:`gateway.fhir.timeline`): stored records
+with the anchor read before the gateway set the clock, live readings with none once it set the
+clock (they are stamped by the clock it just set). A Bundle whose Observations were moved carries
+the Coincident Time Stamp they refer to. A reading that cannot be dated (stamped by a clock that
+was never set, or a stored record without a time stamp) is stored here and counted
+(``SessionStatus.undated``) but never sent, as the IG advises.
 
 Each notification's Observations get the patient assigned when it arrives (``patient()``, asked
 once per notification) as ``subject``; with none assigned they are stored without one and their
@@ -29,8 +32,8 @@ from gateway.ble.manager import ObservationEvent
 from gateway.fhir.bundle import transaction_bundle
 from gateway.fhir.device import GatewayInfo, SensorInfo, gateway_device, sensor_device
 from gateway.fhir.observation import MappingContext, PatientRef, map_measurements
-from gateway.fhir.read import display_value, effective_time, observation_codes
-from gateway.fhir.timeline import place
+from gateway.fhir.read import display_value, observation_codes
+from gateway.fhir.timeline import COINCIDENT_TIME_STAMP_REFERENCE
 from gateway.store.models import ObservationRecord, TopicKind
 
 if TYPE_CHECKING:
@@ -99,28 +102,34 @@ class Ingest:
         sensor = self.sensor_info(status)
         await self._device_changed(status, sensor)
         patient = self.patient()
-        ctx = MappingContext(sensor, self.gateway, self.clock(), self.tz, patient)
-        mapped = map_measurements(measurements, ctx)
+        # Live readings after the gateway set the clock are stamped by the clock it just set.
+        anchor = status.clock_anchor if stored or not status.clock_synced else None
+        ctx = MappingContext(
+            sensor, self.gateway, self.clock(), self.tz, patient, anchor=anchor, stored=stored
+        )
+        resources = map_measurements(measurements, ctx)
+        mapped = [m for m in resources if m.update_url is None]
+        companions = [m for m in resources if m.update_url is not None]  # coincident time stamp
         records = [
             ObservationRecord(
                 identifier=self._key(m),
                 code=(observation_codes(m.resource) or ("unknown",))[0],
                 device_address=status.address,
-                # the device's time, for measurements that carry one (a PHD identifier)
-                effective=effective_time(m.resource) if m.if_none_exist is not None else None,
+                # the device's own time, for measurements that carry one (a PHD identifier)
+                effective=m.device_time if m.if_none_exist is not None else None,
                 resource=m.resource,
             )
             for m in mapped
         ]
-
-        unset = [m for m in mapped if self._stamped_by_unset_clock(m, ctx.received_at)]
+        undated = [m for m in mapped if m.undated is not None]
 
         def bundle_factory(new: list[dict[str, Any]]) -> Mapping[str, Any] | None:
-            chosen = [m for m in mapped if m.resource in new and m not in unset]
+            chosen = [m for m in mapped if m.resource in new and m.undated is None]
             if not chosen:
                 return None
             devices = [gateway_device(self.gateway), sensor_device(sensor)]
-            return transaction_bundle([*devices, *chosen], timestamp=ctx.received_at)
+            referred = [c for c in companions if any(_refers_to(m.resource, c) for m in chosen)]
+            return transaction_bundle([*devices, *referred, *chosen], timestamp=ctx.received_at)
 
         hold = patient is None
         new_ids = set(
@@ -132,13 +141,14 @@ class Ingest:
                 hold=hold,
             )
         )
-        kept_here = sum(1 for m in unset if self._key(m) in new_ids)
+        kept_here = sum(1 for m in undated if self._key(m) in new_ids)
         if kept_here:
-            status.unset_clock += kept_here
+            status.undated += kept_here
             log.info(
-                "%s: %d reading(s) stamped by a clock that was not set: kept here, not sent",
+                "%s: %d reading(s) without a true date (%s): kept here, not sent",
                 status.name,
                 kept_here,
+                undated[0].undated,
             )
         if hold and len(new_ids) > kept_here and self.store.uplinks and self.on_held is not None:
             self.on_held(len(new_ids) - kept_here)
@@ -157,15 +167,6 @@ class Ingest:
                 event = ObservationEvent(status.address, frozenset(codes), m.resource, stored)
                 self.on_observation(event)
 
-    def _stamped_by_unset_clock(self, m: MappedResource, received: dt.datetime) -> bool:
-        if m.if_none_exist is None:  # no device timestamp: the time of reception
-            return False
-        when = effective_time(m.resource)
-        if when is None:
-            return False
-        local = when.astimezone(self.tz).replace(tzinfo=None)  # the sensor's own clock reading
-        return place(local, None, received=received, tz=self.tz).effective is None
-
     @staticmethod
     def _key(m: MappedResource) -> str:
         """The store key: the PHD IG identifier, or the stable urn of a live reading."""
@@ -173,3 +174,13 @@ class Ingest:
         if identifiers:
             return str(identifiers[0]["value"])
         return m.full_url
+
+
+def _refers_to(resource: Mapping[str, Any], companion: MappedResource) -> bool:
+    """True when ``resource`` refers to ``companion`` through its coincident time stamp
+    extension."""
+    return any(
+        e.get("url") == COINCIDENT_TIME_STAMP_REFERENCE
+        and e.get("valueReference", {}).get("reference") == companion.full_url
+        for e in resource.get("extension", ())
+    )

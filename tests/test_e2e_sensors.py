@@ -7,6 +7,7 @@ these tests cross-check two implementations of the same specifications.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -233,7 +234,7 @@ async def test_records_of_a_clock_never_set_are_kept_here_not_sent(tmp_path: Pat
         assert store is not None
         counts = await store.observation_counts()
         assert counts["85354-9"] == on_device  # kept here, with the pulse rate of each
-        assert run.status("bp").unset_clock == counts["85354-9"] + counts["8867-4"]
+        assert run.status("bp").undated == counts["85354-9"] + counts["8867-4"]
         await run.manager.measure("85354-9", timeout=30)  # a cycle on the set clock
         items = await store.outbox_items()
         sent = [
@@ -245,4 +246,60 @@ async def test_records_of_a_clock_never_set_are_kept_here_not_sent(tmp_path: Pat
         assert sent, "the new reading is sent"
         assert all(not o["effectiveDateTime"].startswith("2000-") for o in sent)
         summary = await run.gateway.summary()
-        assert summary["devices"][0]["unset_clock"] == 2 * on_device
+        assert summary["devices"][0]["undated"] == 2 * on_device
+        assert summary["devices"][0]["clock_offset_s"] is None  # it read a clock never set
+
+
+async def test_records_of_a_clock_that_drifted_are_moved_and_refer_to_the_coincident_time_stamp(
+    tmp_path: Path,
+) -> None:
+    """A cuff whose clock a gateway set long ago runs 90 s slow: the gateway reads its clock on
+    connecting, moves the stored records by the offset onto its own timeline, and every Bundle
+    that carries a moved record carries the Coincident Time Stamp it refers to (PHD IG,
+    "Time-stamps and time synchronization"); the identifier keeps the cuff's own time stamp."""
+    dead_port = free_port()  # the outbox keeps what it would send
+    async with running_gateway(
+        tmp_path,
+        ["bp"],
+        overrides={"bp.interval_s": 3600, "clock_set_error_s": -90},
+        mqtt={"url": f"mqtt://127.0.0.1:{dead_port}"},
+        patient={"reference": "Patient/7"},
+    ) as run:
+        on_device = len(run.sim.sensors["bp"].records)
+        await wait_until(
+            lambda: run.status("bp").stored_records >= on_device, 20, "stored BP records"
+        )
+        await wait_until(lambda: run.states() == {"bp": STREAMING}, 20, "bp streaming")
+        status = run.status("bp")
+        assert status.undated == 0
+        assert status.clock_offset_s is not None
+        assert 89 <= status.clock_offset_s <= 92  # 90 s slow, read within a round trip
+        store = run.gateway.store
+        assert store is not None
+        bundles = [json.loads(item.payload) for item in await store.outbox_items()]
+    moved = 0
+    for bundle in bundles:
+        entries = {e["fullUrl"]: e for e in bundle.get("entry", ())}
+        for entry in entries.values():
+            resource = entry["resource"]
+            if "85354-9" not in observation_codes(resource):
+                continue
+            refs = [
+                e["valueReference"]["reference"]
+                for e in resource["extension"]
+                if e["url"].endswith("/CoincidentTimeStampReference")
+            ]
+            assert len(refs) == 1, "a moved record refers to its coincident time stamp"
+            cts = entries[refs[0]]
+            assert cts["request"]["method"] == "PUT"
+            assert cts["request"]["url"] == f"Observation/{cts['resource']['id']}"
+            assert cts["resource"]["subject"]["reference"].startswith("urn:uuid:")  # the cuff
+            device = dt.datetime.fromisoformat(cts["resource"]["valueDateTime"])
+            gateway = dt.datetime.fromisoformat(cts["resource"]["effectiveDateTime"])
+            assert 89 <= (gateway - device).total_seconds() <= 92
+            effective = dt.datetime.fromisoformat(resource["effectiveDateTime"])
+            stamp = resource["identifier"][0]["value"].split("-")[-1]  # YYYYMMDDhhmmss.00
+            own = dt.datetime.strptime(stamp, "%Y%m%d%H%M%S.00").replace(tzinfo=dt.UTC)
+            assert effective - own == gateway - device  # moved by the anchor's offset
+            moved += 1
+    assert moved == on_device

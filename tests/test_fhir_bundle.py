@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,9 @@ from gateway.fhir import (
     resources_for,
     transaction_bundle,
 )
+from gateway.fhir.bundle import bundle_with_subject
 from gateway.fhir.resource import search_token
+from gateway.fhir.timeline import ClockAnchor
 from gateway.fhir.validate import r4b_model
 from gateway.ieee11073.datetime import DateTime
 from gateway.ieee11073.measurement import Condition, Measurement, SampleArray
@@ -103,6 +106,25 @@ def test_transaction_references_resolve_inside_the_bundle() -> None:
     assert set(references) - set(internal) == {"Patient/p-7"}
     bits = bundle["entry"][-1]["resource"]
     assert [d["reference"] for d in bits["derivedFrom"]] == [bundle["entry"][2]["fullUrl"]]
+
+
+def test_a_moved_reading_travels_with_its_coincident_time_stamp_put_to_its_own_id() -> None:
+    """The coincident time stamp has no identifier: it is a PUT to an id of its own, so the
+    Bundles of one connection can all carry it and the server keeps one; giving the Bundle a
+    patient leaves its subject, the sensor, alone."""
+    slow = ClockAnchor(dt.datetime(2025, 3, 4, 5, 5, 0), RECEIVED)  # noqa: DTZ001 - 67 s slow
+    ctx = dataclasses.replace(CTX, anchor=slow, stored=True)
+    bundle = transaction_bundle(resources_for([PULSE], ctx))
+    r4b_model(bundle)
+    *_, pulse, cts = bundle["entry"]
+    assert cts["request"] == {"method": "PUT", "url": f"Observation/{cts['resource']['id']}"}
+    assert cts["fullUrl"] == f"urn:uuid:{cts['resource']['id']}"
+    assert pulse["request"]["method"] == "POST"
+    full_urls = {e["fullUrl"] for e in bundle["entry"]}
+    assert {r for r in _references(bundle) if r.startswith("urn:uuid:")} <= full_urls
+    relabelled = bundle_with_subject(bundle, "Patient/other")
+    assert relabelled["entry"][-2]["resource"]["subject"] == {"reference": "Patient/other"}
+    assert relabelled["entry"][-1]["resource"]["subject"] == cts["resource"]["subject"]
 
 
 def test_bundles_are_deterministic() -> None:

@@ -23,6 +23,7 @@ from gateway.fhir import (
     map_measurements,
 )
 from gateway.fhir.device import gateway_full_url, sensor_full_url
+from gateway.fhir.timeline import NO_TIME_STAMP, UNSET_CLOCK, ClockAnchor
 from gateway.fhir.validate import r4b_model
 from gateway.ieee11073.datetime import DateTime
 from gateway.ieee11073.hrs import HeartRateMeasurement
@@ -638,6 +639,87 @@ def test_device_clock_not_set_uses_the_receive_time_but_keeps_the_device_timesta
     (obs,) = observations(m)  # no BITs observation for this condition
     assert obs["effectiveDateTime"] == "2025-03-04T05:06:07Z"
     assert obs["identifier"][0]["value"].endswith("-150456-20000101000005.00")
+
+
+CTS_REF_URL = "http://hl7.org/fhir/uv/phd/StructureDefinition/CoincidentTimeStampReference"
+# The sensor's clock read at RECEIVED - 2 s: it said 05:05:35, i.e. it runs 30 s slow.
+SLOW_CLOCK = ClockAnchor(dt.datetime(2025, 3, 4, 5, 5, 35), RECEIVED - dt.timedelta(seconds=2))  # noqa: DTZ001
+
+
+def test_a_stamp_of_a_slow_clock_is_moved_and_refers_to_the_coincident_time_stamp() -> None:
+    """One coincident time stamp per call, last, referred to by every moved Observation and
+    BITs Observation; the identifier and device_time keep the sensor's own stamp."""
+    stamp = DateTime(2025, 3, 4, 4, 0, 0)
+    m = Measurement(
+        150456,
+        SFloat(97, 0),
+        544,
+        timestamp=stamp,
+        conditions=frozenset({Condition.BODY_MOVEMENT}),
+    )
+    ctx = MappingContext(SENSOR, GATEWAY, RECEIVED, patient=PATIENT, anchor=SLOW_CLOCK, stored=True)
+    *mapped, cts = map_measurements([m, m], ctx)
+    assert cts.update_url is not None
+    assert cts.resource["valueDateTime"] == "2025-03-04T05:05:35Z"
+    assert cts.resource["effectiveDateTime"] == "2025-03-04T05:06:05Z"
+    assert cts.resource["subject"] == {"reference": SENSOR_REF}
+    assert cts.resource["device"] == {"reference": GATEWAY_REF}
+    assert len(mapped) == 3  # two readings (one identifier: the same record) and one BITs
+    for r in mapped:
+        assert r.resource["effectiveDateTime"] == "2025-03-04T04:00:30Z"
+        assert {"url": CTS_REF_URL, "valueReference": {"reference": cts.full_url}} in r.resource[
+            "extension"
+        ]
+        assert r.resource["identifier"][0]["value"].endswith("-20250304040000.00")
+        assert r.device_time == dt.datetime(2025, 3, 4, 4, 0, tzinfo=dt.UTC)
+        assert r.undated is None
+        r4b_model(r.resource)
+    r4b_model(cts.resource)
+
+
+def test_a_clock_on_time_moves_nothing_and_adds_no_coincident_time_stamp() -> None:
+    on_time = ClockAnchor(dt.datetime(2025, 3, 4, 5, 6, 5), RECEIVED - dt.timedelta(seconds=2))  # noqa: DTZ001
+    ctx = MappingContext(SENSOR, GATEWAY, RECEIVED, anchor=on_time, stored=True)
+    m = Measurement(150456, SFloat(97, 0), 544, timestamp=DateTime(2025, 3, 4, 4, 0, 0))
+    (mapped,) = map_measurements([m], ctx)
+    assert mapped.resource["effectiveDateTime"] == "2025-03-04T04:00:00Z"
+    assert all(e["url"] != CTS_REF_URL for e in mapped.resource["extension"])
+
+
+@pytest.mark.parametrize("anchor", [SLOW_CLOCK, None])
+def test_a_stamp_of_a_clock_never_set_is_undated_whatever_the_anchor(
+    anchor: ClockAnchor | None,
+) -> None:
+    m = Measurement(150456, SFloat(97, 0), 544, timestamp=DateTime(2000, 1, 1, 3, 0, 0))
+    ctx = MappingContext(SENSOR, GATEWAY, RECEIVED, anchor=anchor, stored=True)
+    (mapped,) = map_measurements([m], ctx)
+    assert mapped.undated == UNSET_CLOCK
+    assert mapped.device_time == dt.datetime(2000, 1, 1, 3, tzinfo=dt.UTC)
+    assert mapped.resource["effectiveDateTime"] == "2000-01-01T03:00:00Z"  # kept as stamped
+
+
+def test_a_stored_record_without_a_usable_time_stamp_is_undated_a_live_one_takes_reception() -> (
+    None
+):
+    """The time of reception is the reading's time only for a live reading; for a record from
+    the sensor's memory it would be a false date."""
+    for m in (
+        Measurement(150456, SFloat(97, 0), 544),
+        Measurement(150456, SFloat(97, 0), 544, timestamp=DateTime(0, 4, 17, 20, 41, 59)),
+        Measurement(
+            150456,
+            SFloat(97, 0),
+            544,
+            timestamp=DateTime(2000, 1, 1, 0, 0, 5),
+            conditions=frozenset({Condition.DEVICE_CLOCK_NOT_SET}),
+        ),
+    ):
+        (live,) = map_measurements([m], CTX)
+        assert live.undated is None
+        assert live.resource["effectiveDateTime"] == "2025-03-04T05:06:07Z"
+        stored_ctx = MappingContext(SENSOR, GATEWAY, RECEIVED, patient=PATIENT, stored=True)
+        (stored,) = map_measurements([m], stored_ctx)
+        assert stored.undated == NO_TIME_STAMP
 
 
 def test_same_measurement_same_full_url_and_distinct_live_readings_distinct() -> None:

@@ -16,7 +16,9 @@ from gateway.fhir.timeline import (
     ClockAnchor,
     Placement,
     coincident_time_stamp,
+    coincident_time_stamp_entry,
     coincident_time_stamp_reference,
+    is_coincident_time_stamp,
     place,
 )
 from gateway.fhir.validate import r4b_model
@@ -28,6 +30,8 @@ RECEIVED = GATEWAY_NOW + dt.timedelta(seconds=2)
 FAST_CLOCK = ClockAnchor(dt.datetime(2026, 12, 2, 9, 0, 6), GATEWAY_NOW)  # noqa: DTZ001
 # A clock that lost its time (battery change): it counts from its factory epoch.
 UNSET = ClockAnchor(dt.datetime(2000, 1, 1, 0, 42), GATEWAY_NOW)  # noqa: DTZ001
+SENSOR_REF = "urn:uuid:0b8f1a0e-4c55-5c1b-9d1b-2f1a3c4d5e6f"
+GATEWAY_REF = "urn:uuid:5d2c7a10-3b4e-5f60-8a1b-c2d3e4f5a6b7"
 
 
 def local(*args: int) -> dt.datetime:
@@ -83,20 +87,59 @@ def test_times_must_say_whose_clock_they_are() -> None:
 
 
 def test_the_coincident_time_stamp_observation() -> None:
+    """PhdCoincidentTimeStampObservation: subject the sensor (PhdDevice), device the gateway
+    (PhgDevice), the gateway's time in effectiveDateTime, the sensor's in valueDateTime."""
     observation = coincident_time_stamp(
-        FAST_CLOCK,
-        tz=BERLIN,
-        device_ref="urn:uuid:0b8f1a0e-4c55-5c1b-9d1b-2f1a3c4d5e6f",
-        gateway_ref="urn:uuid:5d2c7a10-3b4e-5f60-8a1b-c2d3e4f5a6b7",
-        subject={"reference": "Patient/123"},
+        FAST_CLOCK, tz=BERLIN, sensor_ref=SENSOR_REF, gateway_ref=GATEWAY_REF
     )
     assert observation["meta"]["profile"] == [COINCIDENT_TIME_STAMP_PROFILE]
     assert observation["code"]["coding"][0]["code"] == "67975"
+    assert observation["subject"] == {"reference": SENSOR_REF}
+    assert observation["device"] == {"reference": GATEWAY_REF}
     assert observation["effectiveDateTime"] == "2026-12-02T08:00:00Z"
     assert observation["valueDateTime"] == "2026-12-02T09:00:06+01:00"
-    assert "identifier" not in observation  # always created, never deduplicated
+    assert "identifier" not in observation  # never deduplicated by an identifier
+    assert "id" not in observation
     assert r4b_model(observation).status == "final"
     assert fhir_datetime(GATEWAY_NOW) == observation["effectiveDateTime"]
+
+
+def test_the_coincident_time_stamp_entry_has_a_stable_id_of_its_own() -> None:
+    """The same anchor gives the same id (and full URL) in every Bundle, PUT to that id; another
+    anchor or another sensor another one."""
+    entry = coincident_time_stamp_entry(
+        FAST_CLOCK, tz=BERLIN, sensor_id="AA", sensor_ref=SENSOR_REF, gateway_ref=GATEWAY_REF
+    )
+    again = coincident_time_stamp_entry(
+        FAST_CLOCK, tz=BERLIN, sensor_id="AA", sensor_ref=SENSOR_REF, gateway_ref=GATEWAY_REF
+    )
+    assert entry == again
+    resource_id = entry.resource["id"]
+    assert entry.full_url == f"urn:uuid:{resource_id}"
+    assert entry.update_url == f"Observation/{resource_id}"
+    assert entry.if_none_exist is None
+    assert is_coincident_time_stamp(entry.resource)
+    other_sensor = coincident_time_stamp_entry(
+        FAST_CLOCK, tz=BERLIN, sensor_id="BB", sensor_ref=SENSOR_REF, gateway_ref=GATEWAY_REF
+    )
+    other_anchor = coincident_time_stamp_entry(
+        UNSET, tz=BERLIN, sensor_id="AA", sensor_ref=SENSOR_REF, gateway_ref=GATEWAY_REF
+    )
+    assert len({entry.full_url, other_sensor.full_url, other_anchor.full_url}) == 3
+    assert not is_coincident_time_stamp({"resourceType": "Observation"})
+
+
+def test_an_offset_under_the_clock_resolution_leaves_the_stamp_alone() -> None:
+    """Date Time counts whole seconds: a clock 0.6 s slow is read as on time, not corrected."""
+    anchor = ClockAnchor(local(2026, 12, 2, 8, 59, 59, 400_000), GATEWAY_NOW)
+    stamp = local(2026, 12, 2, 8, 30)
+    assert place(stamp, anchor, received=RECEIVED, tz=BERLIN) == Placement(
+        stamp.replace(tzinfo=BERLIN)
+    )
+    a_second_slow = ClockAnchor(local(2026, 12, 2, 8, 59, 59), GATEWAY_NOW)
+    placed = place(stamp, a_second_slow, received=RECEIVED, tz=BERLIN)
+    assert placed.corrected
+    assert placed.effective == dt.datetime(2026, 12, 2, 8, 30, 1, tzinfo=BERLIN)
 
 
 def test_the_reference_extension() -> None:

@@ -29,6 +29,7 @@ from bleak_retry_connector import BleakNotFoundError, establish_connection
 
 from gateway.backoff import BackoffPolicy
 from gateway.errors import BedsideError, DecodeError
+from gateway.fhir.timeline import ClockAnchor
 from gateway.ieee11073 import decode
 from gateway.ieee11073.cts import CurrentTime
 from gateway.ieee11073.datetime import DateTime
@@ -90,11 +91,25 @@ class SessionStatus:
     ingest_errors: int = 0
     reconnects: int = 0
     stored_records: int = 0
-    unset_clock: int = 0
-    """Readings stamped by the sensor's clock before it was ever set: kept, never sent."""
+    undated: int = 0
+    """Readings without a true date (stamped by a clock never set, or stored without a time
+    stamp): kept, never sent."""
+    clock_anchor: ClockAnchor | None = None
+    """The sensor's clock as read on connecting, before the gateway set it (None: not read)."""
+    clock_synced: bool = False
+    """The gateway set the sensor's clock on this connection."""
     last_value_at: float | None = None
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     """Notification received → stored, for the most recent values (benchmarks)."""
+
+    @property
+    def clock_offset_s(self) -> float | None:
+        """How far the sensor's clock was behind the gateway's when read (negative: ahead), in
+        seconds; None when it was not read or never set."""
+        anchor = self.clock_anchor
+        if anchor is None or not anchor.clock_set:
+            return None
+        return round(anchor.offset(anchor.gateway_time.tzinfo or dt.UTC).total_seconds(), 3)
 
 
 class MeasurementSink(Protocol):
@@ -254,6 +269,7 @@ class DeviceSession:
         pump = asyncio.create_task(self._pump(), name=f"ble-pump-{self.status.address}")
         try:
             await self._read_info(client)
+            await self._read_clock(client)
             if self.profile.time_sync:
                 await self._sync_time(client)
             await self._subscribe(client)
@@ -326,12 +342,37 @@ class DeviceSession:
         elif isinstance(value, SystemId):
             self.status.system_id = value.eui64
 
+    async def _read_clock(self, client: BleakClient) -> None:
+        """Read the sensor's Current Time: the coincident time stamp that places its readings on
+        the gateway's timeline (PHD IG "Time-stamps and time synchronization")."""
+        self.status.clock_anchor = None
+        self.status.clock_synced = False
+        if not self._has(client, CURRENT_TIME_UUID):
+            return
+        try:
+            data = bytes(await client.read_gatt_char(CURRENT_TIME_UUID))
+        except BleakGATTProtocolError as exc:  # read not permitted: the clock stays unknown
+            log.debug("%s: Current Time not readable: %s", self.status.name, exc)
+            return
+        read_at = self._clock()  # after the read: within one ATT round trip
+        try:
+            device_time = CurrentTime.from_bytes(data).to_datetime()
+        except DecodeError as exc:
+            self._count_bad(exc)
+            return
+        if device_time is None:  # "unknown" date: a clock with a time fault
+            return
+        self.status.clock_anchor = ClockAnchor(device_time, read_at)
+        offset = self.status.clock_anchor.offset(read_at.tzinfo or dt.UTC).total_seconds()
+        log.debug("%s: sensor clock %s, %.3f s behind", self.status.name, device_time, offset)
+
     async def _sync_time(self, client: BleakClient) -> None:
         if self._has(client, CURRENT_TIME_UUID):
             now = self._clock()
             await client.write_gatt_char(
                 CURRENT_TIME_UUID, bytes(CurrentTime.from_datetime(now)), response=True
             )
+            self.status.clock_synced = True
 
     async def _subscribe(self, client: BleakClient) -> None:
         subscriptions = list(self.profile.subscribe)

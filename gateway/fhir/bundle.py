@@ -4,6 +4,8 @@ Entries keep the mapped ``urn:uuid:`` full URLs, so references between entries r
 Bundle (FHIR R4 §2.36.4.1 "Resolving references in Bundles"). In a transaction every entry is a
 ``POST``; resources with a dedup identifier carry ``ifNoneExist`` so that the server creates them
 once (PHD IG PhdBaseObservation notes, "Conditional-create Identifier"; example bundle-example-1).
+A resource with an id of its own (the Coincident Time Stamp, which has no identifier) is a
+``PUT`` to that id (FHIR R4 §3.1.0.4 "update as create"): sent in many Bundles, stored once.
 An entry whose full URL already appeared is dropped: by the IG's identifier rule it is the same
 resource, and a Bundle may not hold one full URL twice (bdl-7).
 """
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.fhir.resource import MappedResource, fhir_datetime
+from gateway.fhir.timeline import is_coincident_time_stamp
 
 
 def _unique(resources: Iterable[MappedResource]) -> list[MappedResource]:
@@ -45,12 +48,17 @@ def transaction_bundle(
     bundle_id: str | None = None,
     timestamp: _dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """A ``transaction`` Bundle: every entry ``POST``, conditional on its identifier if any."""
+    """A ``transaction`` Bundle: every entry ``POST``, conditional on its identifier if any, or
+    ``PUT`` to its own id."""
     entries = _unique(resources)
     bundle = _head("transaction", entries, bundle_id, timestamp)
     out = []
     for r in entries:
-        request: dict[str, Any] = {"method": "POST", "url": r.resource["resourceType"]}
+        request: dict[str, Any]
+        if r.update_url is not None:
+            request = {"method": "PUT", "url": r.update_url}
+        else:
+            request = {"method": "POST", "url": r.resource["resourceType"]}
         if r.if_none_exist is not None:
             request["ifNoneExist"] = r.if_none_exist
         out.append({"fullUrl": r.full_url, "resource": r.resource, "request": request})
@@ -75,9 +83,10 @@ def collection_bundle(
 
 def with_subject(resource: Mapping[str, Any], reference: str) -> dict[str, Any]:
     """A copy of an Observation with ``subject`` set to ``reference`` (PHD IG
-    PhdBaseObservation.subject, 1..1); other resources are returned unchanged (copied)."""
+    PhdBaseObservation.subject, 1..1); other resources, and the Coincident Time Stamp (whose
+    subject is the sensor), are returned unchanged (copied)."""
     out = dict(resource)
-    if out.get("resourceType") == "Observation":
+    if out.get("resourceType") == "Observation" and not is_coincident_time_stamp(out):
         out["subject"] = {"reference": reference}
     return out
 

@@ -19,9 +19,13 @@ pages by name):
 - Waveforms (PhdRtsaObservation notes): ``origin`` = the sample array's offset with the unit,
   ``factor`` = its scale factor, ``data`` = the samples unchanged; ``period`` in milliseconds per
   sample and ``dimensions`` 1 (one channel per observation).
-- Time (PhdBaseObservation notes, "Timestamp"): ``effectiveDateTime`` from the device's timestamp
-  when complete (interpreted in the caller's time zone; the IG lets the gateway assume the device
-  is in its own zone), else the time of reception.
+- Time (PhdBaseObservation notes, "Timestamp"; "Time-stamps and time synchronization"):
+  ``effectiveDateTime`` from the device's timestamp when complete (interpreted in the caller's
+  time zone; the IG lets the gateway assume the device is in its own zone), placed on the
+  gateway's timeline by :func:`gateway.fhir.timeline.place` with the connection's clock anchor:
+  a moved timestamp refers to the Coincident Time Stamp Observation, which the mapping adds
+  (once per call); a live reading without one takes the time of reception; a reading that cannot
+  be dated (a clock never set, a stored record without a time stamp) is marked ``undated``.
 - Identifier (PhdBaseObservation notes, "Conditional-create Identifier"): system
   ``.../PhdBaseObservation``, value ``device-patient-type-timestamp[-supplemental…]``: device =
   the EUI-64 (or EUI-48) in upper-case hex, patient = ``value-system`` of the patient identifier
@@ -59,14 +63,24 @@ from gateway.fhir.device import (
     sensor_device,
     sensor_full_url,
 )
-from gateway.fhir.resource import MappedResource, fhir_datetime, search_token, urn_for
+from gateway.fhir.resource import (
+    GATEWAY_DEVICE_EXTENSION,
+    MappedResource,
+    fhir_datetime,
+    search_token,
+    urn_for,
+)
+from gateway.fhir.timeline import (
+    NO_TIME_STAMP,
+    ClockAnchor,
+    coincident_time_stamp_entry,
+    coincident_time_stamp_reference,
+    place,
+)
 from gateway.ieee11073.datetime import DateTime
 from gateway.ieee11073.measurement import Condition, Measurement, MeasurementStatus, SampleArray
 
 PHD_IDENTIFIER_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
-GATEWAY_DEVICE_EXTENSION: Final = (
-    "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
-)
 PHD_CATEGORY_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories"
 OBSERVATION_CATEGORY_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
 _PROFILE_BASE: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
@@ -126,7 +140,10 @@ class MappingContext:
     """Everything beside the measurements that an Observation needs.
 
     ``received_at`` (aware) is the time of reception; ``tz`` is the zone the device's local Date
-    Time is read in.
+    Time is read in. ``anchor`` is the sensor's clock as read on this connection, for readings
+    stamped by the clock it read (None: timestamps are taken as the sensor gives them);
+    ``stored`` says the readings come from the sensor's memory, not live (a stored record without
+    a time stamp cannot take the time of reception).
     """
 
     sensor: SensorInfo
@@ -134,6 +151,8 @@ class MappingContext:
     received_at: _dt.datetime
     tz: _dt.tzinfo = _dt.UTC
     patient: PatientRef | None = None
+    anchor: ClockAnchor | None = None
+    stored: bool = False
 
     def __post_init__(self) -> None:
         if self.received_at.utcoffset() is None:
@@ -177,7 +196,7 @@ def _status_effects(status: int) -> _StatusEffects:
 class _BitsGroup:
     codings: list[Coding]
     sources: list[str]
-    effective: str
+    when: _Time
     security: list[Coding]  # test/demo labels of the sources carry over
 
 
@@ -192,6 +211,17 @@ class _Run:
     received: str
     dedup_prefix: str  # "device-patient"
     conditions: dict[tuple[int, DateTime | None], _BitsGroup] = field(default_factory=dict)
+    coincident: MappedResource | None = None  # added once a timestamp was moved
+
+
+@dataclass(frozen=True, slots=True)
+class _Time:
+    """Where one reading sits on the gateway's timeline."""
+
+    effective: str
+    device_time: _dt.datetime | None = None
+    corrected: bool = False
+    undated: str | None = None
 
 
 _PHD_CATEGORY: Final = {
@@ -318,12 +348,36 @@ def _supplemental(code: int) -> dict[str, Any]:
     }
 
 
-def _effective(run: _Run, m: Measurement) -> str:
+def _time(run: _Run, m: Measurement) -> _Time:
+    ctx = run.ctx
     ts = m.timestamp
-    if ts is None or any(run.table.conditions[c].effective_from_receive_time for c in m.conditions):
-        return run.received
-    moment = ts.to_datetime(run.ctx.tz)
-    return run.received if moment is None else fhir_datetime(moment)
+    local = ts.to_datetime() if ts is not None else None
+    device_time = local.replace(tzinfo=ctx.tz) if local is not None else None
+    if local is None or any(
+        run.table.conditions[c].effective_from_receive_time for c in m.conditions
+    ):
+        undated = NO_TIME_STAMP if ctx.stored else None
+        return _Time(run.received, device_time, undated=undated)
+    placed = place(local, ctx.anchor, received=ctx.received_at, tz=ctx.tz)
+    if placed.effective is None:  # kept with the sensor's own stamp, never sent
+        assert device_time is not None
+        return _Time(fhir_datetime(device_time), device_time, undated=placed.held)
+    return _Time(fhir_datetime(placed.effective), device_time, corrected=placed.corrected)
+
+
+def _coincident_reference(run: _Run) -> dict[str, Any]:
+    """The extension of a moved timestamp; adds the coincident time stamp to the run once."""
+    if run.coincident is None:
+        ctx = run.ctx
+        assert ctx.anchor is not None
+        run.coincident = coincident_time_stamp_entry(
+            ctx.anchor,
+            tz=ctx.tz,
+            sensor_id=ctx.sensor.system_id,
+            sensor_ref=run.device_ref,
+            gateway_ref=run.gateway_ref,
+        )
+    return coincident_time_stamp_reference(run.coincident.full_url)
 
 
 def _dedup_value(run: _Run, type_code: int, ts: DateTime, supplemental: tuple[int, ...]) -> str:
@@ -403,7 +457,8 @@ def _observation(run: _Run, index: int, m: Measurement) -> MappedResource:
         if m.timestamp is not None
         else None
     )
-    effective = _effective(run, m)
+    when = _time(run, m)
+    effective = when.effective
     obs = _common(
         run,
         profiles=profiles,
@@ -415,6 +470,8 @@ def _observation(run: _Run, index: int, m: Measurement) -> MappedResource:
     )
     if effects.security:
         obs["meta"]["security"] = [s.as_json() for s in effects.security]
+    if when.corrected:
+        obs["extension"].append(_coincident_reference(run))
 
     components = _value(table, m, effects, obs)
     if effects.interpretations:
@@ -434,20 +491,20 @@ def _observation(run: _Run, index: int, m: Measurement) -> MappedResource:
             PHD_IDENTIFIER_SYSTEM, f"{run.dedup_prefix}-{m.type_code}@{run.received}#{index}"
         )
         if_none_exist = None
-    _collect_conditions(run, m, full_url, effective, effects.security)
-    return MappedResource(full_url, obs, if_none_exist)
+    _collect_conditions(run, m, full_url, when, effects.security)
+    return MappedResource(
+        full_url, obs, if_none_exist, device_time=when.device_time, undated=when.undated
+    )
 
 
 def _collect_conditions(
-    run: _Run, m: Measurement, source: str, effective: str, security: tuple[Coding, ...]
+    run: _Run, m: Measurement, source: str, when: _Time, security: tuple[Coding, ...]
 ) -> None:
     for condition in sorted(m.conditions, key=_CONDITION_ORDER.__getitem__):
         mapping = run.table.conditions[condition]
         if mapping.bits is None or mapping.coding is None:
             continue
-        group = run.conditions.setdefault(
-            (mapping.bits, m.timestamp), _BitsGroup([], [], effective, [])
-        )
+        group = run.conditions.setdefault((mapping.bits, m.timestamp), _BitsGroup([], [], when, []))
         if mapping.coding not in group.codings:
             group.codings.append(mapping.coding)
         if source not in group.sources:
@@ -465,21 +522,28 @@ def _bits_observation(
         status=STATUS_FINAL,
         type_code=bits,
         identifier=identifier,
-        effective=group.effective,
+        effective=group.when.effective,
     )
     if group.security:
         obs["meta"]["security"] = [s.as_json() for s in group.security]
+    if group.when.corrected:
+        obs["extension"].append(_coincident_reference(run))
     obs["device"] = {"reference": run.device_ref}
     obs["component"] = [{"code": _concept(c), "valueBoolean": True} for c in group.codings]
     obs["derivedFrom"] = [{"reference": source} for source in group.sources]
+    when = group.when
     if identifier is not None:
         return MappedResource(
             urn_for(PHD_IDENTIFIER_SYSTEM, identifier),
             obs,
             search_token(PHD_IDENTIFIER_SYSTEM, identifier),
+            device_time=when.device_time,
+            undated=when.undated,
         )
     key = f"{run.dedup_prefix}-{bits}@{run.received}#bits{index}"
-    return MappedResource(urn_for(PHD_IDENTIFIER_SYSTEM, key), obs)
+    return MappedResource(
+        urn_for(PHD_IDENTIFIER_SYSTEM, key), obs, device_time=when.device_time, undated=when.undated
+    )
 
 
 def _start(ctx: MappingContext) -> _Run:
@@ -497,7 +561,8 @@ def _start(ctx: MappingContext) -> _Run:
 def map_measurements(
     measurements: Iterable[Measurement], ctx: MappingContext
 ) -> list[MappedResource]:
-    """One Observation per measurement, then one BITs Observation per group of conditions.
+    """One Observation per measurement, then one BITs Observation per group of conditions, then
+    the Coincident Time Stamp Observation when a timestamp was moved onto the gateway's timeline.
 
     References point at ``urn:uuid:`` of the sensor and gateway Devices (see
     :func:`resources_for` to get those too).
@@ -508,6 +573,8 @@ def map_measurements(
         _bits_observation(run, bits, ts, group, index)
         for index, ((bits, ts), group) in enumerate(run.conditions.items())
     )
+    if run.coincident is not None:
+        out.append(run.coincident)
     return out
 
 

@@ -17,6 +17,9 @@ _UUID_VARIANT_RFC: Final = 0x80  # RFC 9562 §4.1: variant 10x in octet 8
 _QUERY_SAFE: Final = ":/-._~"
 # FHIR search escapes (R4 §3.1.1.5.7 "Escaping Search Parameters").
 _SEARCH_ESCAPED: Final = ("\\", "|", ",", "$")
+GATEWAY_DEVICE_EXTENSION: Final = (
+    "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,13 @@ class MappedResource:
     full_url: str
     resource: dict[str, Any]
     if_none_exist: str | None = None
+    update_url: str | None = None
+    """Set for a resource with an id of its own: a transaction ``PUT``s it there (idempotent)."""
+    device_time: _dt.datetime | None = None
+    """The sensor's own time stamp (aware, in the zone its clock runs in), before any mapping
+    onto the gateway's timeline; None when it carried none."""
+    undated: str | None = None
+    """Why the reading has no true date (kept by the gateway, never sent); None when it has."""
 
 
 def urn_for(system: str, value: str) -> str:

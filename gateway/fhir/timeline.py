@@ -16,7 +16,8 @@ Current Time Service sensors this gateway reads), are in :func:`place`:
   meaningful timestamp ... chooses not to report the observation". The reading is kept, not sent;
 - stamped by a set clock that is still set now (the anchor reads a set clock): moved by the
   anchor's offset, which corrects the drift since the gateway last set it, and refers to the
-  coincident time stamp;
+  coincident time stamp; an offset under the clock's resolution (:data:`CLOCK_RESOLUTION`)
+  changes nothing;
 - stamped by a set clock that is unset now (a battery change since): reported as the sensor stamped
   it, in the gateway's zone (the gateway set that clock on an earlier connection), unchanged.
 
@@ -26,12 +27,12 @@ Pure: no I/O, no clock of its own; the caller gives the times.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.fhir.codes import MDC_SYSTEM
-from gateway.fhir.observation import GATEWAY_DEVICE_EXTENSION
-from gateway.fhir.resource import fhir_datetime
+from gateway.fhir.resource import MappedResource, fhir_datetime, urn_for
 
 COINCIDENT_TIME_STAMP_PROFILE: Final = (
     "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdCoincidentTimeStampObservation"
@@ -44,6 +45,10 @@ MDC_ATTR_TIME_ABS: Final = 67975  # IEEE 11073-10101: absolute time (a time-of-d
 # (2000-01-01 for the Bluetooth Elapsed Time and most Zephyr boards, 1970 for others).
 UNSET_BEFORE: Final = dt.datetime(2015, 1, 1)  # noqa: DTZ001 - device local time, no zone
 UNSET_CLOCK: Final = "stamped by a sensor clock that was not set; its date is not known"
+NO_TIME_STAMP: Final = "a stored record without a usable time stamp; its date is not known"
+# Date Time (and the Current Time read with it) counts whole seconds: a smaller offset is the
+# resolution of the reading, not an error of the clock, and leaves the stamp unchanged.
+CLOCK_RESOLUTION: Final = dt.timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +103,10 @@ def place(
     if device_time < UNSET_BEFORE:
         return Placement(None, held=UNSET_CLOCK)
     if anchor is not None and anchor.clock_set:
-        moved = _utc(device_time.replace(tzinfo=tz)) + anchor.offset(tz)
-        return Placement(moved.astimezone(tz), corrected=True)
+        offset = anchor.offset(tz)
+        if abs(offset) >= CLOCK_RESOLUTION:
+            moved = _utc(device_time.replace(tzinfo=tz)) + offset
+            return Placement(moved.astimezone(tz), corrected=True)
     return Placement(device_time.replace(tzinfo=tz))
 
 
@@ -111,37 +118,58 @@ def coincident_time_stamp(
     anchor: ClockAnchor,
     *,
     tz: dt.tzinfo,
-    device_ref: str,
+    sensor_ref: str,
     gateway_ref: str,
-    subject: dict[str, Any] | None = None,
+    resource_id: str | None = None,
 ) -> dict[str, Any]:
     """The PhdCoincidentTimeStampObservation of ``anchor``: the gateway's time in
     ``effectiveDateTime``, the sensor's in ``valueDateTime`` (in the zone its clock was set in).
-    Never an identifier: coincident time stamps are always created, never deduplicated."""
-    observation: dict[str, Any] = {
-        "resourceType": "Observation",
-        "meta": {"profile": [COINCIDENT_TIME_STAMP_PROFILE]},
-        "extension": [
-            {"url": GATEWAY_DEVICE_EXTENSION, "valueReference": {"reference": gateway_ref}}
+
+    As the profile has it, ``subject`` is the sensor (PhdDevice) and ``device`` the gateway
+    (PhgDevice) that took the reading; there is no identifier (a coincident time stamp is never
+    deduplicated by one), so a Bundle carries it with an ``id`` of its own (``resource_id``) that
+    an idempotent ``PUT`` keeps from being created twice.
+    """
+    observation: dict[str, Any] = {"resourceType": "Observation"}
+    if resource_id is not None:
+        observation["id"] = resource_id
+    observation["meta"] = {"profile": [COINCIDENT_TIME_STAMP_PROFILE]}
+    observation["status"] = "final"
+    observation["code"] = {
+        "coding": [
+            {
+                "system": MDC_SYSTEM,
+                "code": str(MDC_ATTR_TIME_ABS),
+                "display": "MDC_ATTR_TIME_ABS: Absolute time",
+            }
         ],
-        "status": "final",
-        "code": {
-            "coding": [
-                {
-                    "system": MDC_SYSTEM,
-                    "code": str(MDC_ATTR_TIME_ABS),
-                    "display": "MDC_ATTR_TIME_ABS: Absolute time",
-                }
-            ],
-            "text": "Absolute time",
-        },
+        "text": "Absolute time",
     }
-    if subject is not None:
-        observation["subject"] = subject
+    observation["subject"] = {"reference": sensor_ref}
     observation["effectiveDateTime"] = fhir_datetime(anchor.gateway_time)
     observation["valueDateTime"] = fhir_datetime(anchor.device_time.replace(tzinfo=tz))
-    observation["device"] = {"reference": device_ref}
+    observation["device"] = {"reference": gateway_ref}
     return observation
+
+
+def coincident_time_stamp_entry(
+    anchor: ClockAnchor, *, tz: dt.tzinfo, sensor_id: str, sensor_ref: str, gateway_ref: str
+) -> MappedResource:
+    """The coincident time stamp as a Bundle entry: an id derived from the sensor and the anchor
+    (the same reading gives the same id in every Bundle that refers to it), ``PUT`` there."""
+    key = f"{sensor_id}|{anchor.gateway_time.isoformat()}|{anchor.device_time.isoformat()}"
+    full_url = urn_for(COINCIDENT_TIME_STAMP_PROFILE, key)
+    resource_id = full_url.removeprefix("urn:uuid:")
+    resource = coincident_time_stamp(
+        anchor, tz=tz, sensor_ref=sensor_ref, gateway_ref=gateway_ref, resource_id=resource_id
+    )
+    return MappedResource(full_url, resource, update_url=f"Observation/{resource_id}")
+
+
+def is_coincident_time_stamp(resource: Mapping[str, Any]) -> bool:
+    """True for a PhdCoincidentTimeStampObservation (its subject is the sensor, not a patient)."""
+    meta = resource.get("meta")
+    return isinstance(meta, dict) and COINCIDENT_TIME_STAMP_PROFILE in meta.get("profile", ())
 
 
 def coincident_time_stamp_reference(reference: str) -> dict[str, Any]:

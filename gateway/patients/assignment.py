@@ -17,11 +17,9 @@ replaced is never labelled with the previous patient. docs/contracts.md, "Patien
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable
@@ -31,11 +29,11 @@ from typing import Any, Final
 
 from gateway.errors import BedsideError
 from gateway.fhir.observation import PatientRef
+from gateway.paths import write_private_file
 
 log = logging.getLogger(__name__)
 
 PATIENT_FILE: Final = "patient.json"
-FILE_MODE: Final = 0o600
 _ID: Final = r"[A-Za-z0-9\-.]{1,64}"  # FHIR R4 datatypes, "id"
 _REFERENCE: Final = re.compile(
     rf"(?:https?://[^\s|]+/)?Patient/{_ID}(?:/_history/{_ID})?"
@@ -277,22 +275,8 @@ class PatientAssignment:
 
     def _write(self, state: RuntimeState) -> RuntimeState:
         text = json.dumps(state.as_json(), indent=2) + "\n"
-        tmp = self.path.with_name(f".{PATIENT_FILE}.{os.getpid()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_private_file(self.path, text)
         except OSError as exc:
             raise PatientError(f"{self.path}: cannot write the patient assignment ({exc})") from exc
         self.runtime()  # take the new file as seen
