@@ -127,6 +127,21 @@ class GlucoseSettings(_Model):
     mmol_per_l: bool = False  # report in mol/L instead of kg/L
 
 
+class SecuritySettings(_Model):
+    """Sensors that demand a secure link (firmware_sim.security): ``encrypted`` kinds pair by
+    Just Works, ``authenticated`` kinds by passkey entry with ``passkey`` (shown on the sensor).
+    A kind listed in both is authenticated."""
+
+    encrypted: list[str] = []
+    authenticated: list[str] = []
+    passkey: Annotated[int, Field(ge=0, le=999_999)] = 123_456
+
+    def level(self, kind: str) -> str:
+        if kind in self.authenticated:
+            return "authenticated"
+        return "encrypted" if kind in self.encrypted else "none"
+
+
 class FaultSettings(_Model):
     """Faults to inject; None disables one. Packet faults hit every Nth measurement packet."""
 
@@ -163,6 +178,7 @@ class Scenario(_Model):
     thermo: ThermoSettings = ThermoSettings()
     glucose: GlucoseSettings = GlucoseSettings()
     faults: FaultSettings = FaultSettings()
+    security: SecuritySettings = SecuritySettings()
     at: list[TimelinePoint] = []
 
     @field_validator("at")

@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from bumble import gatt
@@ -30,6 +31,7 @@ from bumble.device import (
     Device,
 )
 from bumble.hci import Address, OwnAddressType
+from bumble.keys import JsonKeyStore
 from bumble.transport.common import TransportSink, TransportSource
 
 from firmware_sim import characteristics as ch
@@ -49,6 +51,8 @@ from firmware_sim.bluetooth import (
 from firmware_sim.clock import DeviceClock
 from firmware_sim.faults import CORRUPTION_COUNTERS, Builder, Corruption, PacketFaults
 from firmware_sim.scenarios import Scenario, Timeline
+from firmware_sim.security import SecurityLevel, link_is_secure, pairing_config
+from firmware_sim.security import permissions as security_permissions
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +96,8 @@ class SensorStats:
     racp_requests: int = 0
     ghs_observations: int = 0
     ghs_segments: int = 0
+    pairings: int = 0  # pairings completed (a bonded central encrypts without one)
+    encrypted_links: int = 0  # links that became encrypted
     clock_writes: int = 0
     battery_changes: int = 0  # the clock lost its time each time
 
@@ -109,6 +115,7 @@ class SensorContext:
     timeline: Timeline
     address: str
     start_time: float  # loop time at which simulated time 0 began
+    bonds_file: Path | None = None  # where the sensor keeps its bonds (None: in memory)
 
 
 class Sensor(abc.ABC):
@@ -144,6 +151,7 @@ class Sensor(abc.ABC):
         if error_s is not None:  # set long ago, in UTC wall time (the gateway's default zone)
             true_now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             self.clock.set(true_now + dt.timedelta(seconds=error_s), ch.ADJUST_REASON_MANUAL)
+        self.security = SecurityLevel(context.scenario.security.level(self.KIND))
         self.connection: Connection | None = None
         self._subscriptions: dict[int, tuple[bool, bool]] = {}
         self._faults = PacketFaults(context.scenario.faults)
@@ -157,6 +165,13 @@ class Sensor(abc.ABC):
         self._disconnected = asyncio.Event()
         self._disconnected.set()
         self.device = Device.with_hci(self.name, Address(context.address), hci_source, hci_sink)
+        if context.bonds_file is not None:
+            self.device.keystore = JsonKeyStore(self.address, str(context.bonds_file))
+        if self.security is not SecurityLevel.NONE:
+            passkey = context.scenario.security.passkey
+            self.device.pairing_config_factory = lambda _connection: pairing_config(
+                self.name, self.security, passkey
+            )
         self.battery_char = self.characteristic(
             ch.BATTERY_LEVEL,
             gatt.Characteristic.Properties.READ | gatt.Characteristic.Properties.NOTIFY,
@@ -259,6 +274,11 @@ class Sensor(abc.ABC):
             | gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE
         ):
             permissions |= gatt.Characteristic.Permissions.WRITEABLE
+        permissions |= security_permissions(
+            self.security,
+            readable=bool(permissions & gatt.Characteristic.Permissions.READABLE),
+            writeable=bool(permissions & gatt.Characteristic.Permissions.WRITEABLE),
+        )
         attribute_value: gatt.CharacteristicValue[bytes] | bytes | None = value
         if read is not None or write is not None:
             attribute_value = gatt.CharacteristicValue(read=read, write=write)
@@ -325,6 +345,17 @@ class Sensor(abc.ABC):
         self._disconnected.clear()
         self.stats.connections += 1
         connection.on("disconnection", lambda _reason: self._on_disconnection(connection))
+        connection.on("pairing", lambda _keys: self._on_paired())
+        connection.on(
+            "connection_encryption_change", lambda: self._on_encryption_change(connection)
+        )
+
+    def _on_paired(self) -> None:
+        self.stats.pairings += 1
+
+    def _on_encryption_change(self, connection: Connection) -> None:
+        if connection.is_encrypted:
+            self.stats.encrypted_links += 1
 
     def _on_disconnection(self, connection: Connection) -> None:
         if self.connection is not connection:
@@ -354,6 +385,8 @@ class Sensor(abc.ABC):
         notify_on, indicate_on = self._subscriptions.get(characteristic.handle, (False, False))
         if self.connection is None or self._dropping:
             return False
+        if not link_is_secure(self.connection, self.security):
+            return False  # the client configuration is kept; the data waits for a secure link
         return indicate_on if indicate else notify_on
 
     def subscribed_any(self, characteristic: gatt.Characteristic[bytes]) -> bool:

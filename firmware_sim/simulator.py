@@ -225,8 +225,12 @@ class Simulator:
         seed: int = 0,
         overrides: Mapping[str, object] | None = None,
         controllers: Mapping[str, Transport] | None = None,
+        bonds_dir: Path | None = None,
     ) -> None:
+        """``bonds_dir``: where the sensors keep their bonds across runs, as in flash (one JSON
+        file per sensor); None: in memory, for the simulator's life."""
         check_kinds(kinds)
+        self.bonds_dir = bonds_dir
         keys = sensor_keys(kinds)
         stray = sorted(set(controllers or {}) - set(keys))
         if stray:
@@ -280,6 +284,11 @@ class Simulator:
                 timeline=timeline,
                 address=addresses[key],
                 start_time=start_time,
+                bonds_file=(
+                    None
+                    if self.bonds_dir is None
+                    else self.bonds_dir / f"{addresses[key].replace(':', '')}.json"
+                ),
             )
             transport = self._controllers.get(key)
             if transport is not None:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import __version__, sdnotify
 from gateway.ble.manager import SensorManager
+from gateway.ble.registry import SENSORS_FILE, SensorRegistry
+from gateway.ble.settings import BONDS_FILE
 from gateway.ble.transport import given_link, open_link
 from gateway.errors import BedsideError, ConfigError
 from gateway.fhir.device import GatewayInfo, gateway_full_url
@@ -43,11 +45,13 @@ from gateway.patients.service import PatientService
 from gateway.profiles import load_profiles
 from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.web.auth import API_TOKEN_FILE
+from gateway.web.local import write_api_url
 
 if TYPE_CHECKING:
     from gateway.assistant.consultation import ConsultationService, RetrieverLike
     from gateway.assistant.engine import Engine
     from gateway.ble.bumble import BleakBackends
+    from gateway.ble.transport import LinkSecurity
     from gateway.config import Settings
     from gateway.forward.signing import Signer
     from gateway.profiles import DeviceProfile
@@ -166,9 +170,11 @@ class Gateway:
         self,
         *,
         backends: BleakBackends | None = None,
+        security: LinkSecurity | None = None,
         on_ready: Callable[[Gateway], None] | None = None,
     ) -> None:
-        """Run every service until cancelled; ``backends`` overrides the configured transport."""
+        """Run every service until cancelled; ``backends`` (an open adapter's, with its pairing
+        and bonds as ``security``) override the configured transport."""
         settings = self.settings
         signer = build_signer(self.data_dir, {"reference": gateway_full_url(self.info)})
         uplinks = build_uplinks(self.forward_settings)
@@ -204,12 +210,18 @@ class Gateway:
                 manager = SensorManager(
                     self.profiles,
                     ingest,
-                    allow=settings.ble.allow,
-                    auto_accept=settings.ble.auto_accept,
+                    registry=SensorRegistry.load(
+                        self.data_dir / SENSORS_FILE,
+                        frozenset(settings.ble.allow),
+                        auto_accept=settings.ble.auto_accept,
+                    ),
+                    forget_lost_after=settings.ble.forget_lost_after,
                     radio=(
-                        given_link(backends)
+                        given_link(backends, security)
                         if backends is not None
-                        else functools.partial(open_link, settings.ble.transport)
+                        else functools.partial(
+                            open_link, settings.ble.transport, bonds=self.data_dir / BONDS_FILE
+                        )
                     ),
                     transport=settings.ble.transport if backends is None else GIVEN_RADIO,
                     last_record_time=store.last_record_time,
@@ -267,6 +279,7 @@ class Gateway:
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
         from gateway.web.patient import setup_patient
+        from gateway.web.sensors import setup_sensors
         from gateway.web.services import AssistantServices
 
         settings = self.settings
@@ -278,11 +291,16 @@ class Gateway:
             max_body_bytes=settings.http.max_body_bytes,
             assistant=self.assistant,
             health=self.health_checks(),
-            setup=[setup_consultations(), setup_patient(self.patients)],
+            setup=[
+                setup_consultations(),
+                setup_patient(self.patients),
+                *([setup_sensors(self.manager)] if self.manager is not None else []),
+            ],
         )
         runner = await serve(app, settings.http.host, settings.http.port)
         stack.push_async_callback(runner.cleanup)
         self.http_port = bound_port(runner)
+        write_api_url(self.data_dir, settings.http.host, self.http_port)
         return models
 
     async def load_models(self, stack: AsyncExitStack) -> AssistantParts:

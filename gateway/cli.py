@@ -187,7 +187,7 @@ def demo(
         typer.Option(
             "--scenario",
             help="normal, tachycardia, hypoxia, hypertension, "
-            "fever, faults, or a scenario TOML file.",
+            "fever, faults, secure, or a scenario TOML file.",
         ),
     ] = "normal",
     headless: Annotated[
@@ -235,11 +235,13 @@ def _register_subcommands() -> None:
     from gateway.hospital.commands import register as register_hospital
     from gateway.patients.commands import register as register_patient
     from gateway.rag.commands import register as register_rag
+    from gateway.sensor_commands import register as register_sensors
 
     register_forwarding(app)
     register_hospital(app)
     register_patient(app)
     register_rag(app)
+    register_sensors(app)
     register_assistant(app)
 
 

@@ -22,12 +22,15 @@ from rich.table import Table
 
 from gateway.app import Gateway
 from gateway.ble.bumble import BumbleAdapter
+from gateway.ble.settings import BONDS_FILE
 
 if TYPE_CHECKING:
     from gateway.ble.session import SessionStatus
     from gateway.config import Settings
 
 DEMO_KINDS = ("ecg", "spo2", "bp", "thermo", "glucose")
+# The simulated sensors keep their bonds here across demo runs, as sensors do in flash.
+SIMULATOR_BONDS_DIR = "simulator-bonds"
 REFRESH_S = 0.5
 DEMO_PATIENT = "Patient/demo"
 VITALS = (
@@ -97,11 +100,17 @@ async def run_demo(
         settings = settings.model_copy(update={"patient": PatientSettings(reference=DEMO_PATIENT)})
     gateway = Gateway(settings)
     async with Simulator(
-        list(DEMO_KINDS), scenario=scenario, seed=seed, overrides=overrides
+        list(DEMO_KINDS),
+        scenario=scenario,
+        seed=seed,
+        overrides=overrides,
+        bonds_dir=settings.data_dir / SIMULATOR_BONDS_DIR,
     ) as sim:
         hci = await sim.attach_host()
-        async with BumbleAdapter(hci) as adapter:
-            task = asyncio.create_task(gateway.run(backends=adapter.backends), name="gateway")
+        async with BumbleAdapter(hci, bonds=settings.data_dir / BONDS_FILE) as adapter:
+            task = asyncio.create_task(
+                gateway.run(backends=adapter.backends, security=adapter), name="gateway"
+            )
             started = time.monotonic()
             try:
                 await _wait_ready(gateway, task)

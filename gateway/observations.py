@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.ble.manager import ObservationEvent
+from gateway.ble.measure import ObservationEvent
 from gateway.fhir.bundle import transaction_bundle
 from gateway.fhir.device import GatewayInfo, SensorInfo, gateway_device, sensor_device
 from gateway.fhir.observation import MappingContext, PatientRef, map_measurements

@@ -20,6 +20,7 @@ from gateway.app import Gateway
 from gateway.ble.bumble import BumbleAdapter
 from gateway.ble.manager import SensorManager
 from gateway.ble.session import SessionStatus
+from gateway.ble.settings import BONDS_FILE
 from gateway.config import load_settings
 
 POLL_S = 0.02
@@ -66,18 +67,30 @@ async def running_gateway(
     **settings: Any,
 ) -> AsyncIterator[Running]:
     """The simulator with ``kinds`` and a gateway (auto-accepting them) attached to it."""
+    async with (
+        Simulator(list(kinds), scenario=scenario, seed=seed, overrides=overrides) as sim,
+        gateway_on(sim, data_dir, **settings) as running,
+    ):
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def gateway_on(sim: Simulator, data_dir: Path, **settings: Any) -> AsyncIterator[Running]:
+    """A gateway (auto-accepting, bonds in ``data_dir``) on a new host controller of ``sim``'s
+    radio, running for the block: one simulator can see a gateway stop and another start."""
     ble = {"auto_accept": True} | settings.pop("ble", {})
     http = {"enabled": False} | settings.pop("http", {})  # the assistant only where a test asks
     config = load_settings(data_dir=data_dir, ble=ble, http=http, **settings)
-    async with Simulator(list(kinds), scenario=scenario, seed=seed, overrides=overrides) as sim:
-        hci = await sim.attach_host()
-        async with BumbleAdapter(hci) as adapter:
-            gateway = Gateway(config)
-            task = asyncio.create_task(gateway.run(backends=adapter.backends), name="gateway")
-            try:
-                await asyncio.wait_for(gateway.ready.wait(), 30)
-                yield Running(sim, gateway)
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    hci = await sim.attach_host()
+    async with BumbleAdapter(hci, bonds=data_dir / BONDS_FILE) as adapter:
+        gateway = Gateway(config)
+        task = asyncio.create_task(
+            gateway.run(backends=adapter.backends, security=adapter), name="gateway"
+        )
+        try:
+            await asyncio.wait_for(gateway.ready.wait(), 30)
+            yield Running(sim, gateway)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -59,7 +59,9 @@ async def gateway_serving(
         async with BumbleAdapter(hci) as adapter:
             gateway = Gateway(config, assistant_loader=loader)
             started = time.monotonic()
-            task = asyncio.create_task(gateway.run(backends=adapter.backends), name="gateway")
+            task = asyncio.create_task(
+                gateway.run(backends=adapter.backends, security=adapter), name="gateway"
+            )
             try:
                 await asyncio.wait_for(gateway.ready.wait(), 30)
                 elapsed = time.monotonic() - started

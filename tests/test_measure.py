@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ble.manager import ObservationEvent
+from gateway.ble.measure import ObservationEvent
 from gateway.ble.session import (
     DeviceSession,
     MeasureFailure,

@@ -414,7 +414,9 @@ async def test_gateway_report_subject_is_the_assigned_patient(
         hci = await sim.attach_host()
         async with BumbleAdapter(hci) as adapter:
             gateway = Gateway(config, assistant_loader=loader)
-            task = asyncio.create_task(gateway.run(backends=adapter.backends), name="gateway")
+            task = asyncio.create_task(
+                gateway.run(backends=adapter.backends, security=adapter), name="gateway"
+            )
             try:
                 await asyncio.wait_for(gateway.ready.wait(), 30)
                 await asyncio.wait_for(gateway.assistant_settled.wait(), 60)

@@ -17,7 +17,7 @@ from firmware_sim.scenarios import (
     VitalsNow,
 )
 
-BUILTINS = ["faults", "fever", "hypertension", "hypoxia", "normal", "tachycardia"]
+BUILTINS = ["faults", "fever", "hypertension", "hypoxia", "normal", "secure", "tachycardia"]
 
 
 def test_builtin_names() -> None:
@@ -158,5 +158,5 @@ def test_unknown_scenario_lists_the_builtins() -> None:
         scenarios.load("no-such-scenario")
     assert str(info.value) == (
         "scenario 'no-such-scenario': neither a built-in scenario "
-        "(faults, fever, hypertension, hypoxia, normal, tachycardia) nor a TOML file"
+        "(faults, fever, hypertension, hypoxia, normal, secure, tachycardia) nor a TOML file"
     )

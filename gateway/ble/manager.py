@@ -1,25 +1,29 @@
-"""Discovery and the set of sensor sessions; measure-on-demand.
+"""Discovery and the set of sensor sessions; which sensors are accepted; measure-on-demand.
 
 :class:`SensorManager` scans with the service UUIDs of every device profile, starts one
-:class:`~gateway.ble.session.DeviceSession` per accepted device (an allow-list, or everything in
-demo mode) and serves ``await sensors.measure(loinc_code, timeout)`` for the assistant: from one
-source, a sensor that streams the code before one whose measurement must be started, and of those
-the least burdensome (``[measure] streams`` and ``burden`` of the device profiles).
+:class:`~gateway.ble.session.DeviceSession` per accepted device (the
+:class:`~gateway.ble.registry.SensorRegistry`: an allow-list, run-time accept/forget, or everything
+in demo mode), keeps what it saw of the others for ``bedside sensors list``, and serves
+``await sensors.measure(loinc_code, timeout)`` for the assistant (:mod:`gateway.ble.measure`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from bleak import BleakScanner
 
+from gateway.ble.measure import READY_STATES, ObservationEvent, OnDemand
+from gateway.ble.pairing import PasskeyBroker
 from gateway.ble.radio import (
     RADIO_BACKOFF,
     RADIO_ERRORS,
@@ -28,17 +32,8 @@ from gateway.ble.radio import (
     RadioStatus,
     radio_trouble,
 )
-from gateway.ble.session import (
-    DeviceSession,
-    MeasurementNotAllowedError,
-    MeasurementTimeoutError,
-    SensorBusyError,
-    SensorError,
-    SensorNotConnectedError,
-    SensorUnavailableError,
-    SessionState,
-    SessionStatus,
-)
+from gateway.ble.registry import SensorRegistry, check_address
+from gateway.ble.session import DeviceSession, SessionState, SessionStatus
 from gateway.profiles import Burden
 
 if TYPE_CHECKING:
@@ -46,30 +41,26 @@ if TYPE_CHECKING:
     from bleak.backends.scanner import AdvertisementData
 
     from gateway.ble.session import MeasurementSink
-    from gateway.ble.transport import RadioLink
+    from gateway.ble.transport import LinkSecurity, RadioLink
     from gateway.profiles import DeviceProfile
+
+__all__ = ["READY_STATES", "ObservationEvent", "SensorManager", "Sighting"]
 
 log = logging.getLogger(__name__)
 
-READY_STATES = frozenset({SessionState.CONNECTED, SessionState.STREAMING})
+LINKED_STATES: Final = frozenset({SessionState.PAIRING, *READY_STATES})
+SWEEP_MIN_S: Final = 1.0
+SWEEP_MAX_S: Final = 30.0
 
 
-@dataclass(frozen=True)
-class ObservationEvent:
-    """An Observation the ingest pipeline produced for a device, with its codes."""
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """The last advertisement of a sensor that matches a profile."""
 
-    address: str
-    codes: frozenset[str]
-    resource: Mapping[str, Any]
-    stored: bool = False
-    """A record the sensor had stored (a RACP download), not a reading taken now."""
-
-
-@dataclass
-class _Waiter:
-    code: str
-    addresses: frozenset[str]
-    future: asyncio.Future[Mapping[str, Any]] = field(repr=False)
+    kind: str
+    name: str
+    rssi: int | None
+    at: float  # time.monotonic()
 
 
 class SensorManager:
@@ -79,6 +70,12 @@ class SensorManager:
     configured transport string, or :func:`~gateway.ble.transport.given_link` for backends the
     caller holds). A radio that cannot be opened or goes away is reported in :attr:`radio` and
     retried with backoff; the sessions resume on the new radio with their counters.
+
+    Which sensors it connects to is the :class:`~gateway.ble.registry.SensorRegistry`'s call
+    (``ble.allow``, run-time accept/forget, ``ble.auto_accept``); :meth:`accept`, :meth:`forget`
+    and :meth:`sensors` serve ``bedside sensors`` and ``/api/sensors``. A session whose sensor
+    has been lost and unseen for ``forget_lost_after`` seconds leaves the live view (its data
+    stays; it comes back if the sensor does).
     """
 
     def __init__(
@@ -90,23 +87,32 @@ class SensorManager:
         transport: str = "bluez",
         allow: Iterable[str] = (),
         auto_accept: bool = False,
+        registry: SensorRegistry | None = None,
+        passkeys: PasskeyBroker | None = None,
+        forget_lost_after: float | None = None,
         last_record_time: Callable[[str, str], Awaitable[dt.datetime | None]] | None = None,
         tz: dt.tzinfo = dt.UTC,
     ) -> None:
+        """``registry`` decides which sensors to connect to (default: one in memory from
+        ``allow`` and ``auto_accept``); ``passkeys`` collects the passkeys sensors ask for."""
         self.profiles = dict(profiles)
         self.radio = RadioStatus(transport)
+        self.registry = registry or SensorRegistry(
+            None, frozenset(a.upper() for a in allow), auto_accept
+        )
+        self.passkeys = passkeys or PasskeyBroker()
+        self.forget_lost_after = forget_lost_after
         self._open_radio = radio
         self._sink = sink
-        self._allow = {a.upper() for a in allow}
-        self._auto_accept = auto_accept
         self._client_backend: type[Any] | None = None
+        self._security: LinkSecurity | None = None
         self._last_record_time = last_record_time
         self._tz = tz
         self._sessions: dict[str, DeviceSession] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, BLEDevice] = {}
-        self._waiters: list[_Waiter] = []
-        self._measuring: dict[str, _Running] = {}  # address → the measurement running on it
+        self._sightings: dict[str, Sighting] = {}
+        self._on_demand = OnDemand(self._sessions)
         self._tasks: asyncio.TaskGroup | None = None
         self._service_index = {
             service: profile
@@ -133,15 +139,15 @@ class SensorManager:
                 except (*RADIO_ERRORS, RadioLostError) as exc:
                     await self._radio_down(exc)
         finally:
-            for waiter in self._waiters:
-                waiter.future.cancel()
-            for running in self._measuring.values():
-                running.trigger.cancel()
+            self._on_demand.close()
 
     async def _run_radio(self) -> None:
         """One life of the radio: open it, scan, run the sessions until it goes away."""
         async with self._open_radio() as link:
             self._client_backend = link.backends.client
+            self._security = link.security
+            if link.security is not None:
+                link.security.passkeys = self.passkeys
             kwargs: dict[str, Any] = {}
             if link.backends.scanner is not None:
                 kwargs["backend"] = link.backends.scanner
@@ -156,12 +162,18 @@ class SensorManager:
                 self.radio.up()
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
+                    sweep = None
+                    if self.forget_lost_after is not None:
+                        sweep = tasks.create_task(
+                            self._sweep_lost(self.forget_lost_after), name="ble-sweep"
+                        )
                     try:
                         await link.lost()
                     finally:
                         self._tasks = None
-                        for task in self._running.values():
-                            task.cancel()
+                        for task in (*self._running.values(), sweep):
+                            if task is not None:
+                                task.cancel()
         raise RadioLostError("the transport closed")
 
     async def _radio_down(self, exc: BaseException) -> None:
@@ -185,17 +197,26 @@ class SensorManager:
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
         address = device.address.upper()
         self._seen[address] = device
-        if address in self._running or self._tasks is None:
+        profile = self._profile_for(adv)
+        if profile is not None:
+            self._sightings[address] = Sighting(
+                profile.kind, device.name or address, adv.rssi, time.monotonic()
+            )
+        self._start_session(address, profile)
+
+    def _start_session(self, address: str, profile: DeviceProfile | None) -> None:
+        """Run the sensor's session (made now if new) unless it runs or is not accepted."""
+        device = self._seen.get(address)
+        if device is None or address in self._running or self._tasks is None:
             return
         session = self._sessions.get(address)
         if session is not None:  # known from before the radio was reopened
             session.rebind(device, self._client_backend)
         else:
-            profile = self._profile_for(adv)
             if profile is None:
                 return
-            if not self._auto_accept and address not in self._allow:
-                log.debug("ignoring %s (%s): not in the allow-list", address, profile.kind)
+            if not self.registry.allows(address):
+                log.debug("ignoring %s (%s): not accepted", address, profile.kind)
                 return
             session = DeviceSession(
                 device,
@@ -230,35 +251,97 @@ class SensorManager:
 
         return last_record_time
 
-    # -- measure on demand ------------------------------------------------------------------------
+    # -- accepted sensors -------------------------------------------------------------------------
+
+    def accept(self, address: str) -> bool:
+        """Accept the sensor (persisted; it connects at its next advertisement, or now if it was
+        seen). False when it already was accepted. Raises SensorListError for a bad address."""
+        address = check_address(address)
+        changed = self.registry.accept(address)
+        seen = self._sightings.get(address)
+        profile = None
+        if seen is not None:
+            profile = next((p for p in self.profiles.values() if p.kind == seen.kind), None)
+        self._start_session(address, profile)
+        return changed
+
+    async def forget(self, address: str) -> bool:
+        """Stop accepting the sensor, end its session, leave the live view and delete its bond
+        (its data stays). True when a bond was deleted. Raises SensorListError."""
+        address = check_address(address)
+        self.registry.forget(address)
+        task = self._running.pop(address, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._sessions.pop(address, None)
+        security = self._security
+        bond_deleted = security is not None and await security.forget_bond(address)
+        log.info("forgot %s%s", address, " and its bond" if bond_deleted else "")
+        return bond_deleted
+
+    def sensors(self) -> list[dict[str, Any]]:
+        """Every sensor with a session or seen advertising, for ``bedside sensors list``:
+        problems (lost, not accepted) first."""
+        now = time.monotonic()
+        waiting = self.passkeys.waiting()
+        rows: list[dict[str, Any]] = []
+        for address in sorted({*self._sessions, *self._sightings}):
+            session = self._sessions.get(address)
+            seen = self._sightings.get(address)
+            status = session.status if session is not None else None
+            row: dict[str, Any] = {
+                "address": address,
+                "kind": status.kind if status is not None else seen.kind if seen else None,
+                "name": status.name if status is not None else seen.name if seen else address,
+                "accepted": self.registry.source(address),
+                "state": str(status.state) if status is not None else "not accepted",
+                "reason": status.reason if status is not None else "",
+                "bonded": self._security is not None and self._security.bonded(address),
+                "waiting_for_passkey": address in waiting,
+                "rssi": seen.rssi if seen is not None else None,
+                "last_seen_s": None if seen is None else round(now - seen.at, 1),
+                "battery": status.battery if status is not None else None,
+            }
+            rows.append(row)
+        order = {"lost": 0, "not accepted": 1}
+        return sorted(rows, key=lambda r: (order.get(r["state"], 2), r["kind"] or "", r["address"]))
+
+    async def _sweep_lost(self, after_s: float) -> None:
+        """Sessions without a link (lost, reconnecting) whose sensor has not advertised for
+        ``after_s`` seconds leave the live view."""
+        while True:
+            await asyncio.sleep(min(max(after_s / 4, SWEEP_MIN_S), SWEEP_MAX_S))
+            now = time.monotonic()
+            for address, session in list(self._sessions.items()):
+                seen = self._sightings.get(address)
+                last = seen.at if seen is not None else None
+                if session.status.state in LINKED_STATES:  # lost, or trying to reconnect
+                    continue
+                if last is not None and now - last < after_s:
+                    continue
+                task = self._running.pop(address, None)
+                if task is not None:
+                    task.cancel()
+                del self._sessions[address]
+                self._sightings.pop(address, None)
+                log.info(
+                    "%s (%s) unseen for %.0f s: left the live view",
+                    session.status.name,
+                    address,
+                    after_s,
+                )
+
+    # -- measure on demand (gateway.ble.measure) -------------------------------------------------
 
     def can_measure(self) -> dict[str, list[str]]:
-        """LOINC code → addresses of ready sensors that can measure it on demand (not those a
-        person must use, ``[measure] method = "manual"``)."""
-        out: dict[str, list[str]] = {}
-        for address, session in self._sessions.items():
-            if session.status.state in READY_STATES and session.profile.on_demand:
-                for code in session.profile.loinc:
-                    out.setdefault(code, []).append(address)
-        return out
+        """LOINC code → addresses of ready sensors that can measure it on demand."""
+        return self._on_demand.can_measure()
 
     def observation_ingested(self, event: ObservationEvent) -> None:
-        """Called by the ingest pipeline for every stored Observation; resolves waiters and ends
-        the measurement running on that sensor once it delivered one of its codes. Records the
-        sensor had stored (downloaded on reconnect) answer nobody: a request wants a reading
-        taken now, not an old one."""
-        if event.stored:
-            return
-        for waiter in list(self._waiters):
-            if (
-                event.address in waiter.addresses
-                and waiter.code in event.codes
-                and not waiter.future.done()
-            ):
-                waiter.future.set_result(event.resource)
-        running = self._measuring.get(event.address)
-        if running is not None and running.codes & event.codes:
-            del self._measuring[event.address]
+        """Called by the ingest pipeline for every stored Observation (resolves requests)."""
+        self._on_demand.observation_ingested(event)
 
     async def measure(
         self,
@@ -267,158 +350,6 @@ class SensorManager:
         *,
         max_burden: Burden = Burden.CUFF_INFLATION,
     ) -> Mapping[str, Any]:
-        """The next Observation with ``loinc_code`` from ONE source (docs/architecture.md,
-        "Measure on demand"):
-
-        1. ready sensors that send the code on their own (``[measure] streams``, or no trigger):
-           wait for the next value, start nothing;
-        2. else a measurement already running on a sensor that measures the code (started by an
-           earlier request, or found running: ATT 0xFE): wait for its result;
-        3. else start one, on the ready sensor of least ``[measure] burden`` not above
-           ``max_burden``; concurrent requests share it (one trigger write).
-
-        ``timeout`` caps the wait, as does the chosen kind's ``[measure] timeout_s``. Raises a
-        :class:`SensorError` whose ``failure`` says why: ``no_sensor``
-        (:class:`SensorUnavailableError`), ``not_connected`` (:class:`SensorNotConnectedError`,
-        or the trigger write failed), ``not_allowed`` (:class:`MeasurementNotAllowedError`),
-        ``timeout`` (:class:`MeasurementTimeoutError`) or ``busy`` (:class:`SensorBusyError`:
-        the sensor was already measuring and that gave nothing in time).
-        """
-        candidates = [s for s in self._sessions.values() if loinc_code in s.profile.loinc]
-        if not candidates:
-            raise SensorUnavailableError(f"no sensor known to the gateway measures {loinc_code}")
-        if not any(s.profile.on_demand for s in candidates):
-            raise MeasurementNotAllowedError(
-                f"{loinc_code} is measured only when a person takes it "
-                f"({', '.join(sorted({_who(s) for s in candidates}))})"
-            )
-        candidates = [s for s in candidates if s.profile.on_demand]
-        ready = [s for s in candidates if s.status.state in READY_STATES]
-        if not ready:
-            first = candidates[0].status
-            raise SensorNotConnectedError(first.address, first.state, first.name)
-        sources, start = self._choose(loinc_code, ready, max_burden)
-        limit = max(s.profile.measure.timeout_s for s in sources)
-        if timeout is not None:
-            limit = min(limit, timeout)
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(
-            loinc_code, frozenset(s.status.address for s in sources), loop.create_future()
-        )
-        self._waiters.append(waiter)  # before any trigger: a fast result is not missed
-        running: _Running | None = None
-        try:
-            async with asyncio.timeout(limit):
-                if start is not None:
-                    running = self._running_on(start) or self._start(start)
-                    await asyncio.shield(running.trigger)
-                return await waiter.future
-        except TimeoutError:
-            who = " or ".join(_who(s) for s in sources)
-            if running is not None and running.found:
-                raise SensorBusyError(
-                    f"{who} was already measuring and gave no {loinc_code} result within "
-                    f"{limit:g} s"
-                ) from None
-            raise MeasurementTimeoutError(
-                f"no {loinc_code} measurement from {who} within {limit:g} s"
-            ) from None
-        finally:
-            self._waiters.remove(waiter)
-            if not waiter.future.done():
-                waiter.future.cancel()
-
-    def _choose(
-        self, code: str, ready: list[DeviceSession], max_burden: Burden
-    ) -> tuple[list[DeviceSession], DeviceSession | None]:
-        """The sources to wait on, and the one sensor whose measurement must run (or None)."""
-        waitable = [s for s in ready if code in s.profile.streamed() or _trigger(s) is None]
-        if waitable:
-            return waitable, None
-        running = [s for s in ready if self._running_on(s) is not None]
-        if running:
-            return running[:1], running[0]
-        by_burden = sorted(ready, key=lambda s: s.profile.measure.burden.rank)
-        allowed = [s for s in by_burden if s.profile.measure.burden.rank <= max_burden.rank]
-        if not allowed:
-            least = by_burden[0]
-            raise MeasurementNotAllowedError(
-                f"measuring {code} needs a {least.profile.measure.burden} on {_who(least)}, "
-                "which this request may not start"
-            )
-        return allowed[:1], allowed[0]
-
-    def _running_on(self, session: DeviceSession) -> _Running | None:
-        """The measurement running on the sensor, unless it ended (new link, past its time)."""
-        address = session.status.address
-        running = self._measuring.get(address)
-        if running is None:
-            return None
-        if (
-            running.reconnects != session.status.reconnects
-            or asyncio.get_running_loop().time() > running.deadline
-            or (running.trigger.done() and _failed(running.trigger))
-        ):
-            del self._measuring[address]
-            return None
-        return running
-
-    def _start(self, session: DeviceSession) -> _Running:
-        """Start a measurement on the sensor, shared by every request until it delivers."""
-        trigger = _trigger(session)
-        assert trigger is not None
-        address = session.status.address
-        loop = asyncio.get_running_loop()
-        running = _Running(
-            codes=frozenset(session.profile.loinc),
-            reconnects=session.status.reconnects,
-            deadline=loop.time() + session.profile.measure.timeout_s,
-        )
-
-        async def write() -> None:
-            try:
-                running.found = not await session.start_measurement(*trigger)
-            except SensorError:
-                if self._measuring.get(address) is running:
-                    del self._measuring[address]
-                raise
-
-        running.trigger = asyncio.create_task(write(), name=f"ble-measure-{address}")
-        running.trigger.add_done_callback(_retrieve)
-        self._measuring[address] = running
-        return running
-
-
-@dataclass
-class _Running:
-    """A measurement running on a sensor: started by a request, or found running (ATT 0xFE)."""
-
-    codes: frozenset[str]  # the profile's codes: the first of them from the sensor ends it
-    reconnects: int  # the session's reconnect count when it began: a new link ends it
-    deadline: float  # loop time: past the kind's timeout it is no longer waited for
-    found: bool = False  # the device was already measuring (nothing was started)
-    trigger: asyncio.Task[None] = field(init=False, repr=False)
-
-
-def _trigger(session: DeviceSession) -> tuple[str, bytes] | None:
-    """The characteristic and value that start a measurement on this device, if it has one."""
-    measure = session.profile.measure
-    if measure.method != "write" or not measure.uuid or not measure.value:
-        return None
-    if not session.has_characteristic(measure.uuid):
-        return None  # a device without the profile's trigger streams anyway: then just wait
-    return measure.uuid, bytes.fromhex(measure.value)
-
-
-def _who(session: DeviceSession) -> str:
-    return f"{session.profile.display} ({session.status.name})"
-
-
-def _failed(task: asyncio.Task[None]) -> bool:
-    return task.cancelled() or task.exception() is not None
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """The trigger's failure reaches the requests that await it; none may be left."""
-    if not task.cancelled():
-        task.exception()
+        """The next Observation with ``loinc_code`` from ONE source; see
+        :meth:`gateway.ble.measure.OnDemand.measure`."""
+        return await self._on_demand.measure(loinc_code, timeout, max_burden=max_burden)

@@ -68,6 +68,7 @@ class SessionState(enum.StrEnum):
 
     DISCOVERED = "discovered"
     CONNECTING = "connecting"
+    PAIRING = "pairing"
     CONNECTED = "connected"
     STREAMING = "streaming"
     LOST = "lost"
@@ -98,6 +99,8 @@ class SessionStatus:
     """The sensor's clock as read on connecting, before the gateway set it (None: not read)."""
     clock_synced: bool = False
     """The gateway set the sensor's clock on this connection."""
+    paired: int = 0
+    """Pairings made by this session (a bonded sensor reconnects without one)."""
     last_value_at: float | None = None
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     """Notification received → stored, for the most recent values (benchmarks)."""
@@ -268,17 +271,13 @@ class DeviceSession:
         self._set_state(SessionState.CONNECTED)
         pump = asyncio.create_task(self._pump(), name=f"ble-pump-{self.status.address}")
         try:
-            await self._read_info(client)
-            await self._read_clock(client)
-            if self.profile.time_sync:
-                await self._sync_time(client)
-            await self._subscribe(client)
-            if self.profile.stored_records is not None:
-                await self._download_stored_records(client)
-            if self.profile.ghs is not None:
-                await self._write_if_present(
-                    client, self.profile.ghs.control_point, bytes.fromhex(self.profile.ghs.start)
-                )
+            try:
+                await self._set_up(client)
+            except BleakGATTProtocolError as exc:
+                if exc.code not in SECURITY_ERRORS:
+                    raise
+                await self._pair(client, exc.code)
+                await self._set_up(client)
             self._set_state(SessionState.STREAMING)
             await self._disconnected.wait()
             self._set_state(SessionState.LOST, "disconnected by the device")
@@ -287,6 +286,31 @@ class DeviceSession:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+
+    async def _set_up(self, client: BleakClient) -> None:
+        """Read, sync the clock, subscribe, fetch stored records, start streaming."""
+        await self._read_info(client)
+        await self._read_clock(client)
+        if self.profile.time_sync:
+            await self._sync_time(client)
+        await self._subscribe(client)
+        if self.profile.stored_records is not None:
+            await self._download_stored_records(client)
+        if self.profile.ghs is not None:
+            await self._write_if_present(
+                client, self.profile.ghs.control_point, bytes.fromhex(self.profile.ghs.start)
+            )
+
+    async def _pair(self, client: BleakClient, code: int) -> None:
+        """The sensor wants an encrypted (or authenticated) link: pair and bond, as the OS
+        does on the first such error (LE Secure Connections; a passkey where the sensor
+        shows one). A bonded sensor's later links are encrypted with the stored keys."""
+        why = "authentication" if code == INSUFFICIENT_AUTHENTICATION else "encryption"
+        log.info("%s: the sensor requires %s; pairing", self.status.name, why)
+        self._set_state(SessionState.PAIRING, f"the sensor requires {why}")
+        await client.pair()
+        self.status.paired += 1
+        self._set_state(SessionState.CONNECTED)
 
     def _current_device(self) -> BLEDevice:
         """The freshest advertisement's device (its details may change between connects)."""
@@ -506,6 +530,14 @@ class DeviceSession:
         log.debug("%s: malformed value: %s", self.status.name, exc)
 
 
+INSUFFICIENT_AUTHENTICATION = BleakGATTProtocolErrorCode.INSUFFICIENT_AUTHENTICATION
+# ATT errors that mean "pair first" (Core Specification Vol 3 Part F §3.4.1.1).
+SECURITY_ERRORS = frozenset(
+    {
+        BleakGATTProtocolErrorCode.INSUFFICIENT_AUTHENTICATION,
+        BleakGATTProtocolErrorCode.INSUFFICIENT_ENCRYPTION,
+    }
+)
 RACP_FILTER_UNSUPPORTED = frozenset(
     {
         RacpResponseCode.OPERATOR_NOT_SUPPORTED,

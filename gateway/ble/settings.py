@@ -6,7 +6,7 @@ A light module: :mod:`gateway.config` reads it without importing bleak or Bumble
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -14,6 +14,8 @@ from gateway.errors import ConfigError
 
 BLUEZ_TRANSPORT: Final = "bluez"
 HCI_PREFIX: Final = "hci:"
+BONDS_FILE: Final = "bonds.json"  # DATA_DIR: bonds and the gateway's identity address (hci:)
+DEFAULT_FORGET_LOST_AFTER_S: Final = 3600.0
 
 
 def hci_transport_spec(transport: str) -> str | None:
@@ -47,6 +49,11 @@ class BleSettings(BaseModel):
     )
     auto_accept: bool = Field(
         default=False, description="connect to every sensor that matches a profile (demo mode)"
+    )
+    forget_lost_after: Annotated[float, Field(gt=0)] | None = Field(
+        default=DEFAULT_FORGET_LOST_AFTER_S,
+        description="seconds a lost sensor stays in the live view while unseen (its data stays; "
+        "it comes back when it advertises again); none: forever",
     )
     profiles_dir: Path | None = Field(
         default=None, description="device profile directory (default: the bundled profiles)"

@@ -35,14 +35,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from gateway.ble.bumble import BleakBackends, BumbleAdapter
 from gateway.ble.settings import hci_transport_spec
 
-__all__ = ["BLUEZ", "RadioLink", "given_link", "open_link"]
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gateway.ble.bumble.security import PasskeySource
+
+__all__ = ["BLUEZ", "LinkSecurity", "RadioLink", "given_link", "open_link"]
 
 BLUEZ: Final = BleakBackends(scanner=None, client=None)
+
+
+class LinkSecurity(Protocol):
+    """The radio's pairing and bonds (a :class:`BumbleAdapter`; BlueZ keeps its own)."""
+
+    passkeys: PasskeySource | None
+
+    def bonded(self, address: str) -> bool: ...
+
+    async def forget_bond(self, address: str) -> bool: ...
 
 
 class RadioLink(NamedTuple):
@@ -51,6 +66,8 @@ class RadioLink(NamedTuple):
     backends: BleakBackends
     lost: Callable[[], Awaitable[None]]
     """Returns when the transport went away (never, where the stack cannot tell: BlueZ)."""
+    security: LinkSecurity | None = None
+    """Pairing and bonds, where the gateway keeps them (None on BlueZ: bluetoothd does)."""
 
 
 async def _never() -> None:
@@ -58,11 +75,12 @@ async def _never() -> None:
 
 
 @asynccontextmanager
-async def open_link(transport: str) -> AsyncIterator[RadioLink]:
+async def open_link(transport: str, *, bonds: Path | None = None) -> AsyncIterator[RadioLink]:
     """The radio for a BLE transport string, open for the duration of the block.
 
     ``"bluez"`` gives :data:`BLUEZ` (both None: bleak's default); ``"hci:..."`` opens a
-    :class:`BumbleAdapter` on the transport and closes it (disconnecting its clients) on exit.
+    :class:`BumbleAdapter` on the transport, its bonds kept in ``bonds``, and closes it
+    (disconnecting its clients) on exit.
     Raises ConfigError for a malformed string and BleakBluetoothNotAvailableError when the HCI
     transport cannot be opened or the controller does not power on.
     """
@@ -70,15 +88,17 @@ async def open_link(transport: str) -> AsyncIterator[RadioLink]:
     if spec is None:
         yield RadioLink(BLUEZ, _never)
         return
-    async with BumbleAdapter(spec) as adapter:
-        yield RadioLink(adapter.backends, adapter.wait_lost)
+    async with BumbleAdapter(spec, bonds=bonds) as adapter:
+        yield RadioLink(adapter.backends, adapter.wait_lost, adapter)
 
 
-def given_link(backends: BleakBackends) -> Callable[[], AbstractAsyncContextManager[RadioLink]]:
+def given_link(
+    backends: BleakBackends, security: LinkSecurity | None = None
+) -> Callable[[], AbstractAsyncContextManager[RadioLink]]:
     """An opener for backends the caller already holds open (tests, the in-process demo)."""
 
     @asynccontextmanager
     async def opener() -> AsyncIterator[RadioLink]:
-        yield RadioLink(backends, _never)
+        yield RadioLink(backends, _never, security)
 
     return opener

@@ -37,12 +37,21 @@ from bleak.exc import (
 from bumble import core, hci
 from bumble.device import Advertisement, Connection, Device
 from bumble.host import Host
+from bumble.keys import MemoryKeyStore
 from bumble.transport import open_transport
 
 from gateway.ble.bumble.client import BleakClientBumble
 from gateway.ble.bumble.scanner import BleakScannerBumble
+from gateway.ble.bumble.security import (
+    BondStore,
+    BondStoreError,
+    PasskeySource,
+    forget,
+    pairing_config,
+)
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import TracebackType
 
 logger = logging.getLogger(__name__)
@@ -90,8 +99,16 @@ class BumbleAdapter:
         *,
         name: str = DEFAULT_NAME,
         address: str | None = None,
+        bonds: Path | None = None,
+        passkeys: PasskeySource | None = None,
     ) -> None:
+        """``bonds``: the file that keeps bonds and the gateway's identity address across
+        restarts (None: bonds last while the adapter is open); ``passkeys``: where the passkey
+        a sensor shows comes from (None: Just Works pairing only; may be set later)."""
         self._spec = transport if isinstance(transport, str) else None
+        self._bonds_path = bonds
+        self.passkeys = passkeys
+        self.bonds: MemoryKeyStore | None = None
         self._given = None if isinstance(transport, str) else transport
         self._name = name
         self._address = address
@@ -165,6 +182,19 @@ class BumbleAdapter:
         BoundClient.__name__ = BoundClient.__qualname__ = BleakClientBumble.__name__
         return BoundScanner, BoundClient
 
+    # -- bonds ---------------------------------------------------------------------------------
+
+    def bonded(self, address: str) -> bool:
+        """True when the adapter holds a bond with the sensor at ``address``."""
+        store = self.bonds
+        return store is not None and any(
+            name.split("/", 1)[0].upper() == address.upper() for name in store.all_keys
+        )
+
+    async def forget_bond(self, address: str) -> bool:
+        """Delete the bond with ``address``; True when there was one."""
+        return self.bonds is not None and await forget(self.bonds, address)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -182,6 +212,14 @@ class BumbleAdapter:
         """Open the transport (when given a spec), power the controller on; idempotent."""
         if self._device is not None:
             return self
+        try:
+            bonds = (
+                BondStore(self._bonds_path) if self._bonds_path is not None else MemoryKeyStore()
+            )
+        except BondStoreError as exc:
+            raise BleakBluetoothNotAvailableError(
+                str(exc), BleakBluetoothNotAvailableReason.NO_BLUETOOTH
+            ) from exc
         transport = self._given
         if transport is None:
             assert self._spec is not None
@@ -192,11 +230,16 @@ class BumbleAdapter:
                     f"cannot open Bluetooth HCI transport {self._spec!r}: {exc}",
                     BleakBluetoothNotAvailableReason.NO_BLUETOOTH,
                 ) from exc
+        address = self._address
+        if address is None and isinstance(bonds, BondStore):
+            address = bonds.identity.to_string(with_type_qualifier=False)
         device = Device(
             name=self._name,
-            address=hci.Address(self._address) if self._address else None,
+            address=hci.Address(address) if address else None,
             host=Host(transport.source, transport.sink),
         )
+        device.keystore = self.bonds = bonds
+        device.pairing_config_factory = lambda connection: pairing_config(connection, self.passkeys)
         try:
             async with asyncio.timeout(POWER_ON_TIMEOUT_S):
                 await device.power_on()

@@ -161,7 +161,7 @@ class BleakClientBumble(BaseBleakClient):
                     if pair:
                         await connection.pair()
                     elif await self._bonded(connection):
-                        await connection.encrypt()  # with the stored key, as BlueZ does
+                        await self._encrypt_bonded(connection)
                     await self._exchange_mtu(connection)
                     self.services = await self._discover(connection)
         except BaseException:
@@ -173,6 +173,18 @@ class BleakClientBumble(BaseBleakClient):
     async def _bonded(self, connection: Connection) -> bool:
         keystore = self._bumble.device.keystore
         return keystore is not None and await keystore.get(str(connection.peer_address)) is not None
+
+    async def _encrypt_bonded(self, connection: Connection) -> None:
+        """Encrypt with the stored keys, as BlueZ does for a bonded device. A sensor that lost
+        its half of the bond (reset, battery change on some models) refuses them: say so."""
+        try:
+            await connection.encrypt()
+        except (core.BaseBumbleError, hci.HCI_Error) as exc:
+            raise BleakError(
+                f"{self.address} refused the stored bond (the sensor may have been reset): "
+                f"forget it and accept it again to pair anew (bedside sensors forget "
+                f"{self.address}; bedside sensors accept {self.address})"
+            ) from exc
 
     async def _exchange_mtu(self, connection: Connection) -> None:
         try:
@@ -245,10 +257,11 @@ class BleakClientBumble(BaseBleakClient):
             self._disconnected_callback()
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
-        """Pair (Just Works: the adapter has no input or output) and bond.
+        """Pair (LE Secure Connections: passkey entry where the sensor shows one and the adapter
+        has a passkey source, else Just Works) and bond.
 
-        Bonds live in the adapter's memory: later connections to the peer are encrypted with the
-        stored key until the adapter closes.
+        Bonds live in the adapter's key store (its bond file, or memory): later connections to
+        the peer are encrypted with the stored key.
         """
         connection = self._require_connection()
         with self._errors("pairing"):

@@ -1,0 +1,103 @@
+"""The running gateway's API as the commands on the same machine reach it.
+
+The gateway writes the address it listens on to ``DATA_DIR/api-url`` (mode 0600) once it
+serves, so commands find it even on a port picked at start (``--http-port 0``, the demo). The
+token is ``http.token``, else the file ``http.token_file``, else ``DATA_DIR/api-token``, else
+``DATA_DIR/demo-token``; it is only read here, never created. Requests use the standard library
+(a command needs no event loop); every failure is one sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.errors import BedsideError
+from gateway.paths import write_private_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gateway.web.settings import HttpSettings
+
+API_URL_FILE: Final = "api-url"
+TOKEN_FILES: Final = ("api-token", "demo-token")
+REQUEST_TIMEOUT_S: Final = 30.0
+
+
+class LocalApiError(BedsideError):
+    """The running gateway could not be reached or refused the request (one sentence)."""
+
+
+def write_api_url(data_dir: Path, host: str, port: int | None) -> None:
+    """Record where the API listens (a wildcard host is reached on loopback)."""
+    if port is None:
+        return
+    reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - a comparison
+    if ":" in reach:
+        reach = f"[{reach}]"
+    write_private_file(data_dir / API_URL_FILE, f"http://{reach}:{port}\n")
+
+
+class LocalApi:
+    """Requests to the gateway serving from ``data_dir``."""
+
+    def __init__(self, http: HttpSettings, data_dir: Path, url: str | None = None) -> None:
+        self.url = (url or self._url(http, data_dir)).rstrip("/")
+        self._token = self._read_token(http, data_dir)
+
+    @staticmethod
+    def _url(http: HttpSettings, data_dir: Path) -> str:
+        recorded = data_dir / API_URL_FILE
+        if recorded.exists():
+            return recorded.read_text(encoding="utf-8").strip()
+        return f"http://{http.host}:{http.port}"
+
+    @staticmethod
+    def _read_token(http: HttpSettings, data_dir: Path) -> str:
+        if http.token is not None:
+            return http.token.get_secret_value().strip()
+        paths = [http.token_file] if http.token_file is not None else []
+        paths.extend(data_dir / name for name in TOKEN_FILES)
+        for path in paths:
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise LocalApiError(f"{path}: cannot read the API token ({exc.strerror})") from exc
+        raise LocalApiError(
+            f"no API token in {data_dir} (api-token or demo-token); start the gateway once, or "
+            "give the data directory it runs with (--data-dir)"
+        )
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The JSON answer of ``method path``; LocalApiError with the gateway's own message for
+        an error answer, or with what to check when nothing answers."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - a URL of our own gateway
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as answer:  # noqa: S310
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            raise LocalApiError(_message(exc)) from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise LocalApiError(
+                f"no gateway answers at {self.url}; is it running (bedside run, or bedside demo)"
+                " with this data directory?"
+            ) from exc
+
+
+def _message(exc: urllib.error.HTTPError) -> str:
+    try:
+        error = json.loads(exc.read())["error"]
+        return str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"the gateway answered {exc.code} {exc.reason}"
