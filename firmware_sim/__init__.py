@@ -16,8 +16,9 @@ Command line: ``bedside-sim --hci tcp-server:127.0.0.1:9411 --devices ecg,spo2,b
 (``--devices ecg:5,spo2:5,bp:5,thermo:5`` for five of each).
 """
 
+from firmware_sim.context import SensorStats
 from firmware_sim.scenarios import Scenario, ScenarioError, builtin_names
-from firmware_sim.sensor import Sensor, SensorStats
+from firmware_sim.sensor import Sensor
 from firmware_sim.simulator import (
     DEFAULT_KINDS,
     HostTransport,

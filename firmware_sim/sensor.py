@@ -15,8 +15,6 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from bumble import gatt
@@ -49,8 +47,8 @@ from firmware_sim.bluetooth import (
     uuid16,
 )
 from firmware_sim.clock import DeviceClock
+from firmware_sim.context import SensorContext, SensorStats
 from firmware_sim.faults import CORRUPTION_COUNTERS, Builder, Corruption, PacketFaults
-from firmware_sim.scenarios import Scenario, Timeline
 from firmware_sim.security import SecurityLevel, link_is_secure, pairing_config
 from firmware_sim.security import permissions as security_permissions
 
@@ -72,50 +70,6 @@ MANUFACTURER: Final = "Bedside Devices (simulated)"
 HARDWARE_REVISION: Final = "rev C"
 FIRMWARE_REVISION: Final = "1.4.2 (Zephyr 3.7.0, bedside-sim)"
 SOFTWARE_REVISION: Final = "bedside-sim 0.1.0"
-
-
-@dataclass(slots=True)
-class SensorStats:
-    """Counters kept by the sensor itself, so tests can compare what the gateway saw."""
-
-    connections: int = 0
-    disconnects: int = 0  # links the sensor dropped (API or fault)
-    remote_disconnects: int = 0  # links the central dropped
-    advertising_pauses: int = 0
-    measurements: int = 0  # measurements taken (sent or not)
-    notifications: int = 0
-    indications: int = 0
-    truncated: int = 0
-    wrong_flags: int = 0
-    nan_values: int = 0
-    nres_values: int = 0
-    bursts: int = 0
-    burst_notifications: int = 0
-    low_battery: int = 0  # times the level fell below the threshold
-    on_demand: int = 0
-    racp_requests: int = 0
-    ghs_observations: int = 0
-    ghs_segments: int = 0
-    pairings: int = 0  # pairings completed (a bonded central encrypts without one)
-    encrypted_links: int = 0  # links that became encrypted
-    clock_writes: int = 0
-    battery_changes: int = 0  # the clock lost its time each time
-
-    def snapshot(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class SensorContext:
-    """What the simulator gives every sensor."""
-
-    index: int
-    seed: int
-    scenario: Scenario
-    timeline: Timeline
-    address: str
-    start_time: float  # loop time at which simulated time 0 began
-    bonds_file: Path | None = None  # where the sensor keeps its bonds (None: in memory)
 
 
 class Sensor(abc.ABC):

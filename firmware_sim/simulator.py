@@ -43,9 +43,10 @@ from bumble.transport.common import AsyncPipeSink, Transport
 from bumble.utils import AsyncRunner
 
 from firmware_sim import scenarios
+from firmware_sim.context import SensorContext
 from firmware_sim.devices import KINDS
 from firmware_sim.scenarios import Scenario, Timeline
-from firmware_sim.sensor import NAME_SUFFIX_DIGITS, Sensor, SensorContext
+from firmware_sim.sensor import NAME_SUFFIX_DIGITS, Sensor
 
 logger = logging.getLogger(__name__)
 

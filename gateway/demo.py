@@ -61,12 +61,16 @@ def live_view(gateway: Gateway, latest: Mapping[str, str], elapsed_s: float) -> 
     for column in (*columns, "reconnects"):
         devices.add_column(column)
     statuses = gateway.manager.statuses() if gateway.manager is not None else []
+    waiting = gateway.manager.passkeys.waiting() if gateway.manager is not None else frozenset()
     for s in sorted(statuses, key=lambda s: s.kind):
+        reason = s.reason
+        if s.address in waiting:
+            reason = f"enter the passkey it shows: bedside sensors pair {s.address} PASSKEY"
         devices.add_row(
             s.kind,
             s.name,
             s.address,
-            str(s.state) + (f" ({s.reason})" if s.reason else ""),
+            str(s.state) + (f" ({reason})" if reason else ""),
             "" if s.battery is None else f"{s.battery} %",
             str(s.observations),
             str(s.decode_errors),

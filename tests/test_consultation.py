@@ -51,15 +51,15 @@ from gateway.assistant.prompts import (
     system_prompt,
     tag,
 )
-from gateway.ble.session import (
+from gateway.ble.errors import (
     MeasureFailure,
     MeasurementNotAllowedError,
     SensorBusyError,
     SensorError,
     SensorNotConnectedError,
     SensorUnavailableError,
-    SessionState,
 )
+from gateway.ble.session import SessionState
 from gateway.fhir.read import observation_codes
 from gateway.forward.service import build_signer
 from gateway.forward.signing import Signer, SigningKey

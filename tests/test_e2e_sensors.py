@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from gateway.ble.session import (
+from gateway.ble.errors import (
     MeasureFailure,
     MeasurementTimeoutError,
     SensorError,
     SensorUnavailableError,
-    SessionState,
 )
+from gateway.ble.session import SessionState
 from gateway.fhir.read import observation_codes
 from tests.harness import Running, running_gateway, wait_until
 from tests.processes import bedside_sim, free_port

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ble.measure import ObservationEvent
-from gateway.ble.session import (
-    DeviceSession,
+from gateway.ble.errors import (
     MeasureFailure,
     MeasurementNotAllowedError,
     MeasurementTimeoutError,
@@ -24,8 +22,9 @@ from gateway.ble.session import (
     SensorError,
     SensorNotConnectedError,
     SensorUnavailableError,
-    SessionState,
 )
+from gateway.ble.measure import ObservationEvent
+from gateway.ble.session import DeviceSession, SessionState
 from gateway.errors import ProfileError
 from gateway.fhir.read import observation_codes
 from gateway.profiles import DEFAULT_DIRECTORY, Burden, load_profile, load_profiles

@@ -23,11 +23,11 @@ from firmware_sim.bluetooth import (
     ATT_PROCEDURE_ALREADY_IN_PROGRESS,
     uuid16,
 )
+from firmware_sim.context import SensorContext
 from firmware_sim.devices.common import Loop, Properties, model_rng
 from firmware_sim.devices.records import RecordKeeper
 from firmware_sim.encoding import SFLOAT_NAN, SFLOAT_NRES, sfloat
 from firmware_sim.faults import Corruption, corrupt
-from firmware_sim.sensor import SensorContext
 from firmware_sim.signals import BloodPressure, BloodPressureModel
 
 

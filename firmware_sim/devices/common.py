@@ -20,7 +20,8 @@ from firmware_sim.bluetooth import (
     uuid16,
 )
 from firmware_sim.clock import DeviceClock
-from firmware_sim.sensor import Sensor, SensorContext
+from firmware_sim.context import SensorContext
+from firmware_sim.sensor import Sensor
 
 Properties = gatt.Characteristic.Properties
 Loop = Callable[[], Coroutine[Any, Any, None]]

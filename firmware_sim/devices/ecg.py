@@ -19,6 +19,7 @@ from bumble.transport.common import TransportSink, TransportSource
 from firmware_sim import characteristics as ch
 from firmware_sim import ghs
 from firmware_sim.bluetooth import uuid16
+from firmware_sim.context import SensorContext
 from firmware_sim.devices.common import (
     GhsLive,
     Loop,
@@ -29,7 +30,7 @@ from firmware_sim.devices.common import (
 )
 from firmware_sim.encoding import float32
 from firmware_sim.faults import Corruption, corrupt
-from firmware_sim.sensor import Sensor, SensorContext
+from firmware_sim.sensor import Sensor
 from firmware_sim.signals import EcgModel, heart_rate_report
 
 RR_UNITS_PER_SECOND: Final = 1024  # HRS §3.1.1.5

@@ -25,10 +25,10 @@ from firmware_sim import racp
 from firmware_sim.bluetooth import (
     uuid16,
 )
+from firmware_sim.context import SensorContext
 from firmware_sim.devices.common import Loop, Properties, model_rng
 from firmware_sim.devices.records import RecordKeeper
 from firmware_sim.encoding import sfloat
-from firmware_sim.sensor import SensorContext
 
 GLUCOSE_FEATURES: Final = (
     ch.GlucoseFeature.LOW_BATTERY_DETECTION

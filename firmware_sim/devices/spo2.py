@@ -15,6 +15,7 @@ from bumble.transport.common import TransportSink, TransportSource
 from firmware_sim import characteristics as ch
 from firmware_sim import ghs
 from firmware_sim.bluetooth import uuid16
+from firmware_sim.context import SensorContext
 from firmware_sim.devices.common import (
     GhsLive,
     Loop,
@@ -25,7 +26,7 @@ from firmware_sim.devices.common import (
 )
 from firmware_sim.encoding import SFLOAT_NAN, SFLOAT_NRES, float32, sfloat, sfloat_of
 from firmware_sim.faults import Corruption, corrupt
-from firmware_sim.sensor import Sensor, SensorContext
+from firmware_sim.sensor import Sensor
 from firmware_sim.signals import PpgModel
 
 PLETH_SCALE: Final = float32(1, 0)

@@ -14,10 +14,11 @@ from bumble.transport.common import TransportSink, TransportSource
 
 from firmware_sim import characteristics as ch
 from firmware_sim.bluetooth import uuid16
+from firmware_sim.context import SensorContext
 from firmware_sim.devices.common import Loop, Properties, model_rng
 from firmware_sim.encoding import FLOAT_NAN, FLOAT_NRES, float32_of
 from firmware_sim.faults import Corruption, corrupt
-from firmware_sim.sensor import Sensor, SensorContext
+from firmware_sim.sensor import Sensor
 from firmware_sim.signals import TemperatureModel
 
 TEMPERATURE_EXPONENT: Final = -2

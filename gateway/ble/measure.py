@@ -16,15 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.ble.session import (
+from gateway.ble.errors import (
     MeasurementNotAllowedError,
     MeasurementTimeoutError,
     SensorBusyError,
     SensorError,
     SensorNotConnectedError,
     SensorUnavailableError,
-    SessionState,
 )
+from gateway.ble.session import SessionState
 from gateway.profiles import Burden
 
 if TYPE_CHECKING:

@@ -62,7 +62,7 @@ from gateway.assistant.prompts import (
 )
 from gateway.assistant.settings import ConsultationSettings
 from gateway.assistant.stream import Finished, Generation, TextPiece
-from gateway.ble.session import MeasureFailure, SensorError
+from gateway.ble.errors import MeasureFailure, SensorError
 from gateway.errors import BedsideError
 from gateway.fhir.read import display_value, loinc_codes
 from gateway.fhir.resource import fhir_datetime

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal
 
-from gateway.ble.session import MeasureFailure
+from gateway.ble.errors import MeasureFailure
 
 FinishReason = Literal["stop", "length", "timeout", "cancelled", "measurement_limit"]
 StepKind = Literal["reply", "tag", "forced_tag", "report"]
