@@ -277,6 +277,8 @@ class Simulator:
         timeline = Timeline(self.scenario)
         start_time = loop.time()
         addresses = sensor_addresses(self.seed, self.kinds)
+        if self.bonds_dir is not None:  # secret keys: the owner's only
+            self.bonds_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for index, (key, kind) in enumerate(zip(self.keys, self.kinds, strict=True)):
             context = SensorContext(
                 index=index,

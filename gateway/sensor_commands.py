@@ -18,6 +18,7 @@ import typer
 from gateway.errors import BedsideError
 
 USAGE_ERROR = 2
+WIDE = 160
 
 sensors_app = typer.Typer(
     help="The sensors this gateway connects to: list, accept, forget, pair with a passkey.",
@@ -89,7 +90,10 @@ def _table(rows: list[dict[str, Any]]) -> None:
             "" if row["rssi"] is None else f"{row['rssi']} dBm",
             "" if seen is None else f"{seen:g} s ago",
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
+        console = Console(width=WIDE)
+    console.print(table)
 
 
 @sensors_app.command("list")

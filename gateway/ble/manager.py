@@ -301,7 +301,7 @@ class SensorManager:
                 "bonded": self._security is not None and self._security.bonded(address),
                 "waiting_for_passkey": address in waiting,
                 "rssi": seen.rssi if seen is not None else None,
-                "last_seen_s": None if seen is None else round(now - seen.at, 1),
+                "last_seen_s": _last_seen(now, seen, status),
                 "battery": status.battery if status is not None else None,
             }
             rows.append(row)
@@ -353,3 +353,9 @@ class SensorManager:
         """The next Observation with ``loinc_code`` from ONE source; see
         :meth:`gateway.ble.measure.OnDemand.measure`."""
         return await self._on_demand.measure(loinc_code, timeout, max_burden=max_burden)
+
+
+def _last_seen(now: float, seen: Sighting | None, status: SessionStatus | None) -> float | None:
+    """Seconds since the sensor was last heard: an advertisement, or a value on its link."""
+    heard = [t for t in (seen.at if seen else None, status.last_value_at if status else None) if t]
+    return round(now - max(heard), 1) if heard else None
