@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from gateway.command_options import ConfigOption, DataDirOption, fail
 from gateway.errors import BedsideError
 
-USAGE_ERROR = 2
 WIDE = 160
 
 sensors_app = typer.Typer(
@@ -25,26 +25,12 @@ sensors_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML configuration file (the HTTP API).")
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="Data directory (default: per-user data dir).", file_okay=False
-    ),
-]
 UrlOption = Annotated[
     str | None,
     typer.Option("--url", help="The gateway's API (default: the one it recorded when it started)."),
 ]
 AddressArgument = Annotated[str, typer.Argument(help="Bluetooth address, e.g. F0:12:34:56:78:9A.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(USAGE_ERROR)
 
 
 def _call(
@@ -65,7 +51,7 @@ def _call(
         settings = load_settings(config, data_dir=data_dir)
         return LocalApi(settings.http, settings.data_dir, url).call(method, path, body)
     except BedsideError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
@@ -150,7 +136,7 @@ def sensors_pair(
     try:
         check_passkey(passkey)
     except PasskeyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     answer = _call(
         config,
         data_dir,

@@ -72,6 +72,7 @@ from gateway.fhir.resource import (
 )
 from gateway.fhir.timeline import (
     NO_TIME_STAMP,
+    UNSET_BEFORE,
     ClockAnchor,
     coincident_time_stamp_entry,
     coincident_time_stamp_reference,
@@ -358,9 +359,11 @@ def _time(run: _Run, m: Measurement) -> _Time:
     ):
         undated = NO_TIME_STAMP if ctx.stored else None
         return _Time(run.received, device_time, undated=undated)
+    assert device_time is not None
+    if ctx.anchor is None and local >= UNSET_BEFORE:  # the common live case: as stamped
+        return _Time(fhir_datetime(device_time), device_time)
     placed = place(local, ctx.anchor, received=ctx.received_at, tz=ctx.tz)
     if placed.effective is None:  # kept with the sensor's own stamp, never sent
-        assert device_time is not None
         return _Time(fhir_datetime(device_time), device_time, undated=placed.held)
     return _Time(fhir_datetime(placed.effective), device_time, corrected=placed.corrected)
 

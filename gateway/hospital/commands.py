@@ -11,22 +11,16 @@ import contextlib
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
+from gateway.command_options import fail
 from gateway.errors import BedsideError
 from gateway.forward.settings import HttpsSettings, MqttSettings, validation_message
 from gateway.forward.signing import load_keyring
 from gateway.hospital.receiver import receive
-
-USAGE_ERROR = 2
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(USAGE_ERROR)
 
 
 def receive_command(  # typer passes options by name
@@ -62,7 +56,7 @@ def receive_command(  # typer passes options by name
 ) -> None:
     """Receive signed Bundles, verify, deduplicate, store or forward; Ctrl-C ends it."""
     if out is None and fhir is None:
-        _fail("give --out DIR and/or --fhir URL")
+        fail("give --out DIR and/or --fhir URL")
     try:
         settings = MqttSettings(
             url=mqtt,
@@ -80,11 +74,11 @@ def receive_command(  # typer passes options by name
             )
         )
     except ValidationError as exc:
-        _fail(validation_message(exc))
+        fail(validation_message(exc))
     try:
         allowed = load_keyring(keys)
     except BedsideError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     async def run() -> dict[str, object]:
         stop = asyncio.Event()

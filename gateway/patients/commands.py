@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from gateway.command_options import ConfigOption, DataDirOption, fail
 from gateway.errors import BedsideError
 from gateway.fhir.observation import PatientRef
 from gateway.patients.assignment import (
@@ -25,26 +26,9 @@ from gateway.patients.assignment import (
 )
 from gateway.store.store import Store, store_path
 
-USAGE_ERROR = 2
-
 patient_app = typer.Typer(
     help="The patient this gateway's readings belong to.", no_args_is_help=True
 )
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML configuration file (the configured patient).")
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="Data directory (default: per-user data dir).", file_okay=False
-    ),
-]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(USAGE_ERROR)
 
 
 def _assignment(config: Path | None, data_dir: Path | None) -> PatientAssignment:
@@ -53,7 +37,7 @@ def _assignment(config: Path | None, data_dir: Path | None) -> PatientAssignment
     try:
         settings = load_settings(config, data_dir=data_dir)
     except BedsideError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     configured = settings.patient
     return PatientAssignment(
         settings.data_dir,
@@ -73,7 +57,7 @@ def _held(data_dir: Path) -> dict[str, int]:
         with Store(path) as store:
             stats = store.outbox_stats()
     except BedsideError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return {"held": stats.held, "held_readings": stats.held_readings}
 
 
@@ -105,12 +89,12 @@ def patient_set(
     try:
         patient = patient_ref(reference, parse_identifier(identifier) if identifier else None)
     except PatientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     assignment = _assignment(config, data_dir)
     try:
         assignment.set(patient, claim_held=claim_held)
     except PatientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print(assignment)
 
 
@@ -127,7 +111,7 @@ def patient_clear(config: ConfigOption = None, data_dir: DataDirOption = None) -
     try:
         assignment.clear()
     except PatientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print(assignment)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -23,12 +23,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from gateway.command_options import USAGE_ERROR, fail
 from gateway.errors import BedsideError
 from gateway.rag.ingest import ingest
 from gateway.rag.retriever import DEFAULT_K, MAX_K, Retriever
 from gateway.rag.settings import EMBEDDED_MODEL, RagSettings
 
-USAGE_ERROR = 2
 DATA_DIR_ENV = "BEDSIDE_DATA_DIR"
 RAG_ENV_PREFIX = "BEDSIDE_RAG__"  # as the `rag` section of the gateway's settings would read them
 
@@ -42,11 +42,6 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(USAGE_ERROR)
 
 
 def _print_json(data: object) -> None:
@@ -66,7 +61,7 @@ def _settings(**overrides: Any) -> RagSettings:
     try:
         return RagSettings(**given)
     except ValidationError as exc:
-        _fail(
+        fail(
             "; ".join(
                 f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
                 for error in exc.errors()
@@ -129,7 +124,7 @@ def ingest_command(
 ) -> None:
     """Index documents for the assistant; unchanged files are skipped, changed ones replaced."""
     if not paths and not prune:
-        _fail("give at least one PATH (a file or a directory), or --prune")
+        fail("give at least one PATH (a file or a directory), or --prune")
     settings = _settings(model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
     console = Console(stderr=True)
     columns = (
@@ -148,7 +143,7 @@ def ingest_command(
                 progress=_Bar(progress),
             )
     except BedsideError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_json(summary.as_dict())
     if summary.failures:
         for path, problem in summary.failures:
@@ -182,7 +177,7 @@ def search_command(
         with Retriever(_data_dir(data_dir), settings) as retriever:
             passages = retriever.search_sync(query, k)
     except BedsideError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_json(
         {
             "query": query,
