@@ -44,10 +44,13 @@ from gateway.patients.assignment import PatientAssignment
 from gateway.patients.service import PatientService
 from gateway.profiles import load_profiles
 from gateway.rag.settings import EMBEDDED_MODEL
+from gateway.users import UserDirectory
 from gateway.web.auth import API_TOKEN_FILE
 from gateway.web.local import write_api_url
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from gateway.assistant.consultation import ConsultationService, RetrieverLike
     from gateway.assistant.engine import Engine
     from gateway.ble.bumble import BleakBackends
@@ -158,10 +161,12 @@ class Gateway:
         self.ingest: Ingest | None = None
         self.store: AsyncStore | None = None
         self.patients: PatientService | None = None
+        self.users: UserDirectory | None = None
         self.forwarding: Forwarding | None = None
         self.ready = asyncio.Event()
         self.consultations: ConsultationService | None = None
         self.http_port: int | None = None
+        self.web_app: web.Application | None = None  # while the API is served
         self.assistant: AssistantServices | None = None  # while the API is served
         self.assistant_settled = asyncio.Event()  # the assistant is ready, failed or not loading
         self._load_assistant = assistant_loader or self.load_models
@@ -284,10 +289,19 @@ class Gateway:
 
         settings = self.settings
         assert self.patients is not None
+        users = UserDirectory(self.data_dir)
+        stack.callback(users.close)
+        self.users = users
+        if not users.users():
+            log.warning(
+                "no user accounts yet: the service token works; create the first admin with: "
+                "bedside users add NAME --role admin"
+            )
         models = await stack.enter_async_context(AsyncExitStack())
         self.assistant = AssistantServices("loading" if settings.assistant.enabled else "disabled")
         app = build_app(
             token=resolve_token(settings.http, self.data_dir),
+            users=self.users,
             max_body_bytes=settings.http.max_body_bytes,
             assistant=self.assistant,
             health=self.health_checks(),
@@ -297,6 +311,7 @@ class Gateway:
                 *([setup_sensors(self.manager)] if self.manager is not None else []),
             ],
         )
+        self.web_app = app
         runner = await serve(app, settings.http.host, settings.http.port)
         stack.push_async_callback(runner.cleanup)
         self.http_port = bound_port(runner)

@@ -236,12 +236,14 @@ def _register_subcommands() -> None:
     from gateway.patients.commands import register as register_patient
     from gateway.rag.commands import register as register_rag
     from gateway.sensor_commands import register as register_sensors
+    from gateway.users.commands import register as register_users
 
     register_forwarding(app)
     register_hospital(app)
     register_patient(app)
     register_rag(app)
     register_sensors(app)
+    register_users(app)
     register_assistant(app)
 
 

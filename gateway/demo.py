@@ -16,13 +16,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from gateway.app import Gateway
 from gateway.ble.bumble import BumbleAdapter
 from gateway.ble.settings import BONDS_FILE
+from gateway.users import UserDirectory
+from gateway.users.demo import DEMO_USERS_FILE, ensure_demo_users
 
 if TYPE_CHECKING:
     from gateway.ble.session import SessionStatus
@@ -102,6 +104,11 @@ async def run_demo(
 
     if settings.patient is None:
         settings = settings.model_copy(update={"patient": PatientSettings(reference=DEMO_PATIENT)})
+    directory = UserDirectory(settings.data_dir)
+    try:
+        ensure_demo_users(directory, settings.data_dir)
+    finally:
+        directory.close()
     gateway = Gateway(settings)
     async with Simulator(
         list(DEMO_KINDS),
@@ -118,6 +125,8 @@ async def run_demo(
             started = time.monotonic()
             try:
                 await _wait_ready(gateway, task)
+                if not headless:
+                    Console(stderr=True).print(_how_to_log_in(gateway))
                 if headless:
                     await _sleep_or_fail(task, duration_s or 0)
                     return await gateway.summary()
@@ -127,6 +136,17 @@ async def run_demo(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _how_to_log_in(gateway: Gateway) -> str:
+    """Where the API is and who may use it (the demo's accounts, by role)."""
+    if gateway.http_port is None:
+        return "The HTTP API is off (http.enabled = false)."
+    users = gateway.data_dir / DEMO_USERS_FILE
+    return (
+        f"API: http://{gateway.settings.http.host}:{gateway.http_port} — log in "
+        f"(POST /api/login) as technician, clinician or admin; passwords and tokens in {users}"
+    )
 
 
 async def _wait_ready(gateway: Gateway, task: asyncio.Task[None]) -> None:

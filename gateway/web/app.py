@@ -34,10 +34,10 @@ from aiohttp import web
 from gateway import __version__
 from gateway.errors import ConfigError
 from gateway.rag.settings import EMBEDDED_MODEL
+from gateway.web.access import access_middleware, setup_access
 from gateway.web.auth import (
     API_TOKEN_FILE,
     DEMO_TOKEN_FILE,
-    auth_middleware,
     check_token,
     load_or_create_token,
 )
@@ -54,6 +54,7 @@ from gateway.web.settings import DEFAULT_HOST, DEFAULT_MAX_BODY, DEFAULT_PORT, H
 
 if TYPE_CHECKING:
     from gateway.assistant.engine import Engine
+    from gateway.users.directory import UserDirectory
     from gateway.web.embeddings import EmbedderLike
 
 __all__ = [
@@ -157,6 +158,7 @@ def build_app(
     health: Mapping[str, HealthCheck] | None = None,
     setup: Sequence[Setup] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    users: UserDirectory | None = None,
 ) -> web.Application:
     """The application.
 
@@ -164,10 +166,11 @@ def build_app(
     (started by the caller, closed after the runner's cleanup) and ``embedder`` (run in a
     thread the app owns) are ready at once, and with neither the assistant is disabled.
     ``health``: more ``/healthz`` fields, name → callable. Each ``setup`` callback registers more
-    routes, after the built-in ones, behind the same auth.
+    routes, after the built-in ones, behind the same auth. ``users``: the accounts that may log in
+    and hold API tokens (None: the service token only); see :mod:`gateway.web.access`.
     """
     app = web.Application(
-        middlewares=[json_errors, auth_middleware(token)], client_max_size=max_body_bytes
+        middlewares=[json_errors, access_middleware(token)], client_max_size=max_body_bytes
     )
     if assistant is None:
         assistant = _given_assistant(engine, embedder, embedder_name)
@@ -184,6 +187,7 @@ def build_app(
 
     app.cleanup_ctx.append(embedder_thread)
     app.router.add_get("/healthz", healthz)
+    setup_access(users)(app)
     add_routes(app)
     for callback in setup:
         callback(app)

@@ -7,6 +7,7 @@ answered by the application's error middleware), and reading a JSON body into a 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
@@ -68,19 +69,28 @@ class ApiError(Exception):
     """Raised by handlers; the app's error middleware answers with :meth:`response`."""
 
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.message, param=self.param, code=self.code)
 
     def response(self) -> web.Response:
-        return error_response(self.status, self.message, param=self.param, code=self.code)
+        return error_response(
+            self.status, self.message, param=self.param, code=self.code, headers=self.headers
+        )
 
 
 class StrictBody(BaseModel):

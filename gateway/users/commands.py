@@ -1,0 +1,126 @@
+"""``bedside users add|list|disable|enable|token``: the gateway's local accounts.
+
+They work on ``DATA_DIR/users.sqlite3`` directly, with or without the gateway running (it sees a
+change at its next request). A password or token is printed once, when made, and never again.
+There is no default account: the first admin is made with ``bedside users add NAME --role admin``.
+Exit status: 0 success; 2 a usage or input error, one line on stderr. docs/contracts.md,
+"Users and roles".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gateway.command_options import ConfigOption, DataDirOption, fail
+from gateway.errors import BedsideError
+
+if TYPE_CHECKING:
+    from gateway.users import UserDirectory
+
+users_app = typer.Typer(
+    help="Local accounts: technicians, clinicians and admins.", no_args_is_help=True
+)
+NameArgument = Annotated[str, typer.Argument(help="User name (a-z 0-9 . _ -).")]
+
+
+def _users(config: ConfigOption, data_dir: DataDirOption) -> UserDirectory:
+    from gateway.config import load_settings
+    from gateway.users import UserDirectory
+
+    try:
+        settings = load_settings(config, data_dir=data_dir)
+        return UserDirectory(settings.data_dir)
+    except (BedsideError, OSError) as exc:
+        fail(str(exc))
+
+
+@users_app.command("add")
+def users_add(
+    name: NameArgument,
+    role: Annotated[str, typer.Option("--role", help="technician, clinician or admin.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the password from stdin (else one is generated)."
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a user; prints the generated password once."""
+    from gateway.users import UserError
+
+    directory = _users(config, data_dir)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        made = directory.add(name, role, password)
+    except UserError as exc:
+        fail(str(exc))
+    if password is None:
+        typer.echo(f"{name} ({role}) created; password (shown once): {made}")
+    else:
+        typer.echo(f"{name} ({role}) created")
+
+
+@users_app.command("list")
+def users_list(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every user with role, state and number of API tokens."""
+    users = _users(config, data_dir).users()
+    if as_json:
+        typer.echo(json.dumps([u.as_json() for u in users], indent=2))
+        return
+    for user in users:
+        state = "disabled" if user.disabled else "enabled"
+        typer.echo(f"{user.name}\t{user.role}\t{state}\t{user.tokens} token(s)")
+
+
+def _set_disabled(name: str, disabled: bool, config: ConfigOption, data_dir: DataDirOption) -> None:
+    from gateway.users import UserError
+
+    try:
+        _users(config, data_dir).set_disabled(name, disabled)
+    except UserError as exc:
+        fail(str(exc))
+    typer.echo(f"{name}: {'disabled' if disabled else 'enabled'}")
+
+
+@users_app.command("disable")
+def users_disable(
+    name: NameArgument, config: ConfigOption = None, data_dir: DataDirOption = None
+) -> None:
+    """Refuse the user's password, tokens and sessions from now on."""
+    _set_disabled(name, True, config, data_dir)
+
+
+@users_app.command("enable")
+def users_enable(
+    name: NameArgument, config: ConfigOption = None, data_dir: DataDirOption = None
+) -> None:
+    """Let a disabled user in again."""
+    _set_disabled(name, False, config, data_dir)
+
+
+@users_app.command("token")
+def users_token(
+    name: NameArgument, config: ConfigOption = None, data_dir: DataDirOption = None
+) -> None:
+    """Make an API token for the user; printed once (only its hash is kept)."""
+    from gateway.users import UserError
+
+    try:
+        token = _users(config, data_dir).new_token(name)
+    except UserError as exc:
+        fail(str(exc))
+    typer.echo(token)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")
