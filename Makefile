@@ -32,7 +32,7 @@ sysdeps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "warning: missing system packages:$$missing (tests that need them are skipped)"; fi; \
 	fi
-SYSDEPS := mosquitto
+SYSDEPS := mosquitto chromium
 
 demo: install
 	$(BIN)/bedside demo

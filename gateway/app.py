@@ -46,6 +46,7 @@ from gateway.profiles import load_profiles
 from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.users import UserDirectory
 from gateway.web.auth import API_TOKEN_FILE
+from gateway.web.live import LiveHub
 from gateway.web.local import write_api_url
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from gateway.assistant.consultation import ConsultationService, RetrieverLike
     from gateway.assistant.engine import Engine
     from gateway.ble.bumble import BleakBackends
+    from gateway.ble.measure import ObservationEvent
     from gateway.ble.transport import LinkSecurity
     from gateway.config import Settings
     from gateway.forward.signing import Signer
@@ -167,6 +169,7 @@ class Gateway:
         self.consultations: ConsultationService | None = None
         self.http_port: int | None = None
         self.web_app: web.Application | None = None  # while the API is served
+        self.live: LiveHub | None = None  # the page's live stream
         self.assistant: AssistantServices | None = None  # while the API is served
         self.assistant_settled = asyncio.Event()  # the assistant is ready, failed or not loading
         self._load_assistant = assistant_loader or self.load_models
@@ -232,7 +235,10 @@ class Gateway:
                     last_record_time=store.last_record_time,
                     tz=settings.tz,
                 )
-                ingest.on_observation = manager.observation_ingested
+                self.live = LiveHub(manager.sensors)
+                ingest.on_observation = functools.partial(
+                    _to_both, manager.observation_ingested, self.live.publish
+                )
                 self.manager = manager
                 self.forwarding = Forwarding(store, uplinks, self.forward_settings.outbox)
                 models = None
@@ -283,6 +289,7 @@ class Gateway:
         the assistant's parts close on, closed after the server has stopped."""
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
+        from gateway.web.page import setup_page
         from gateway.web.patient import setup_patient
         from gateway.web.sensors import setup_sensors
         from gateway.web.services import AssistantServices
@@ -309,6 +316,7 @@ class Gateway:
                 setup_consultations(),
                 setup_patient(self.patients),
                 *([setup_sensors(self.manager)] if self.manager is not None else []),
+                *([setup_page(self.live)] if self.live is not None else []),
             ],
         )
         self.web_app = app
@@ -471,3 +479,13 @@ def _one_sentence(exc: BaseException) -> str:
         reason = exc.strerror or type(exc).__name__
         return f"{exc.filename}: {reason}" if exc.filename else reason
     return f"unexpected {type(exc).__name__}; the gateway log has the details"
+
+
+def _to_both(
+    first: Callable[[ObservationEvent], None],
+    second: Callable[[ObservationEvent], None],
+    event: ObservationEvent,
+) -> None:
+    """One observation event to measure-on-demand and to the page's live stream."""
+    first(event)
+    second(event)

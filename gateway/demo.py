@@ -143,9 +143,10 @@ def _how_to_log_in(gateway: Gateway) -> str:
     if gateway.http_port is None:
         return "The HTTP API is off (http.enabled = false)."
     users = gateway.data_dir / DEMO_USERS_FILE
+    base = f"http://{gateway.settings.http.host}:{gateway.http_port}"
     return (
-        f"API: http://{gateway.settings.http.host}:{gateway.http_port} — log in "
-        f"(POST /api/login) as technician, clinician or admin; passwords and tokens in {users}"
+        f"The technician's page: {base}/ — log in as 'technician' (or 'admin'); the passwords "
+        f"and API tokens of the demo's technician, clinician and admin are in {users}"
     )
 
 

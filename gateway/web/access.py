@@ -22,6 +22,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -49,6 +50,9 @@ TECHNICAL: Final = frozenset({Role.TECHNICIAN, Role.ADMIN})
 # same table; tests/test_access.py checks both and calls every route with every role.
 ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("GET", "/healthz"): None,
+    ("GET", "/"): TECHNICAL,
+    ("GET", "/login"): None,
+    ("GET", "/static/{name}"): None,
     ("POST", "/api/login"): None,
     ("POST", "/api/logout"): EVERYONE,
     ("GET", "/api/me"): EVERYONE,
@@ -65,11 +69,13 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("PUT", "/api/patient"): EVERYONE,
     ("DELETE", "/api/patient"): EVERYONE,
     ("GET", "/api/sensors"): EVERYONE,
+    ("GET", "/api/live"): EVERYONE,
     ("POST", "/api/sensors/{address}/accept"): TECHNICAL,
     ("DELETE", "/api/sensors/{address}"): TECHNICAL,
     ("POST", "/api/sensors/{address}/passkey"): TECHNICAL,
 }
 
+PAGES: Final = frozenset({("GET", "/")})  # HTML pages: the logged-out are sent to /login
 USERS: Final[web.AppKey[UserDirectory | None]] = web.AppKey("users")
 
 
@@ -134,6 +140,9 @@ def access_middleware(service_token: str) -> Middleware:
         if allowed is None:
             return await handler(request)
         principal, problem = _authenticate(request, expected)
+        if principal is None and key in PAGES:  # a browser: to the login page, and back
+            target = f"/login?next={quote(request.path, safe='/')}"
+            return web.Response(status=302, headers={"Location": target})
         if principal is None:
             sent = "Authorization" in request.headers or SESSION_COOKIE in request.cookies
             return _unauthorized(problem, given=sent)
@@ -223,9 +232,10 @@ async def logout(request: web.Request) -> web.Response:
 
 async def me(request: web.Request) -> web.Response:
     principal: Principal = request[PRINCIPAL]
-    return web.json_response(
-        {"user": principal.name, "role": str(principal.role), "via": principal.via}
-    )
+    answer = {"user": principal.name, "role": str(principal.role), "via": principal.via}
+    if principal.csrf is not None:  # the page's own script reads it (same origin only)
+        answer["csrf_token"] = principal.csrf
+    return web.json_response(answer)
 
 
 def setup_access(users: UserDirectory | None) -> Callable[[web.Application], None]:

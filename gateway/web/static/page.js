@@ -1,0 +1,308 @@
+// The technician's page: who is logged in, the sensors, the live vitals and the ECG strip.
+// Everything comes from the JSON API; state-changing requests carry the session's CSRF token.
+"use strict";
+
+const VITAL_LABELS = {
+  "8867-4": "Heart rate",
+  "59408-5": "SpO2",
+  "2708-6": "SpO2 (arterial)",
+  "85354-9": "Blood pressure",
+  "8310-5": "Body temperature",
+  "9279-1": "Respiratory rate",
+  "2339-0": "Glucose",
+  "15074-8": "Glucose",
+};
+const PROBLEM_STATES = new Set(["lost", "not accepted", "pairing", "connecting", "discovered"]);
+const MM_PER_S = 25; // paper speed
+const MM_PER_MV = 10; // gain
+const CSS_PX_PER_MM = 96 / 25.4;
+
+const state = {
+  csrf: null,
+  sensors: [],
+  vitals: new Map(), // address -> Map(label -> {text, at})
+  ecg: { address: null, pending: [], trace: [], rate: 250, last: null, drawn: 0 },
+};
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+function say(text) {
+  $("status").textContent = text;
+}
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
+  const answer = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (answer.status === 401) {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
+    throw new Error("logged out");
+  }
+  const data = answer.status === 204 ? null : await answer.json().catch(() => null);
+  if (!answer.ok) throw new Error(data?.error?.message || `the gateway answered ${answer.status}`);
+  return data;
+}
+
+// -- sensors ---------------------------------------------------------------------------------
+
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, title, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.title = title;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function act(what, promise) {
+  try {
+    await promise;
+    say(`${what}: done.`);
+  } catch (failure) {
+    say(`${what}: ${failure.message}`);
+  }
+}
+
+function sensorActions(sensor) {
+  const wrap = document.createElement("div");
+  wrap.className = "actions";
+  const address = sensor.address;
+  if (!sensor.accepted) {
+    wrap.appendChild(button("Accept", `Connect to ${address} from now on`, () =>
+      act(`Accept ${address}`, api("POST", `/api/sensors/${address}/accept`))));
+  } else if (sensor.accepted !== "configured") {
+    wrap.appendChild(button("Forget", `Stop connecting to ${address} and delete its bond`, () => {
+      if (confirm(`Forget ${sensor.name} (${address})? Its readings stay.`)) {
+        act(`Forget ${address}`, api("DELETE", `/api/sensors/${address}`));
+      }
+    }));
+  }
+  if (sensor.waiting_for_passkey) {
+    const input = document.createElement("input");
+    input.inputMode = "numeric";
+    input.maxLength = 6;
+    input.placeholder = "passkey";
+    input.setAttribute("aria-label", `Passkey shown by ${sensor.name}`);
+    wrap.appendChild(input);
+    wrap.appendChild(button("Pair", `Give the passkey ${sensor.name} shows`, () =>
+      act(`Pair ${address}`, api("POST", `/api/sensors/${address}/passkey`, { passkey: input.value }))));
+  }
+  return wrap;
+}
+
+function sortedSensors() {
+  const filter = $("filter").value;
+  const sort = $("sort").value;
+  let rows = state.sensors.filter((s) => filter === "all" || PROBLEM_STATES.has(s.state));
+  const problem = (s) => (PROBLEM_STATES.has(s.state) ? 0 : 1);
+  const battery = (s) => (s.battery === null ? 101 : s.battery);
+  const byKind = (a, b) => (a.kind || "").localeCompare(b.kind || "") || a.address.localeCompare(b.address);
+  if (sort === "problems") rows = rows.sort((a, b) => problem(a) - problem(b) || byKind(a, b));
+  else if (sort === "battery") rows = rows.sort((a, b) => battery(a) - battery(b) || byKind(a, b));
+  else rows = rows.sort(byKind);
+  return rows;
+}
+
+function renderSensors() {
+  const body = $("sensors").querySelector("tbody");
+  const focused = document.activeElement;
+  if (focused && body.contains(focused) && focused.tagName === "INPUT") return; // typing a passkey
+  body.replaceChildren();
+  for (const s of sortedSensors()) {
+    const row = document.createElement("tr");
+    row.dataset.address = s.address;
+    row.className = PROBLEM_STATES.has(s.state) ? "problem" : "";
+    cell(row, s.kind || "?");
+    cell(row, s.name);
+    cell(row, s.address, "mono");
+    const stateText = s.waiting_for_passkey ? `${s.state}: passkey needed` : s.state;
+    cell(row, s.reason ? `${stateText} (${s.reason})` : stateText, `state state-${s.state.replace(" ", "-")}`);
+    cell(row, s.last_seen_s === null ? "—" : `${Math.round(s.last_seen_s)} s ago`);
+    cell(row, s.rssi === null ? "—" : `${s.rssi} dBm`);
+    cell(row, s.battery === null ? "—" : `${s.battery} %`, s.battery !== null && s.battery < 20 ? "low" : "");
+    cell(row, s.bonded ? "yes" : "no");
+    cell(row, s.accepted || "no");
+    const actions = document.createElement("td");
+    actions.appendChild(sensorActions(s));
+    row.appendChild(actions);
+    body.appendChild(row);
+  }
+}
+
+// -- vitals ----------------------------------------------------------------------------------
+
+function onVital(event) {
+  const label = event.codes.map((c) => VITAL_LABELS[c]).find(Boolean);
+  if (!label) return;
+  if (!state.vitals.has(event.address)) state.vitals.set(event.address, new Map());
+  state.vitals.get(event.address).set(label, { text: event.text, at: event.at });
+  renderVitals();
+}
+
+function renderVitals() {
+  const box = $("vitals");
+  box.replaceChildren();
+  for (const [address, values] of state.vitals) {
+    const sensor = state.sensors.find((s) => s.address === address);
+    const card = document.createElement("article");
+    card.className = "card";
+    card.dataset.address = address;
+    const title = document.createElement("h3");
+    title.textContent = sensor ? `${sensor.kind} — ${sensor.name}` : address;
+    card.appendChild(title);
+    const list = document.createElement("dl");
+    for (const [label, value] of values) {
+      const dt = document.createElement("dt");
+      dt.textContent = label;
+      const dd = document.createElement("dd");
+      dd.textContent = value.text;
+      dd.dataset.vital = label;
+      list.append(dt, dd);
+    }
+    card.appendChild(list);
+    box.appendChild(card);
+  }
+}
+
+// -- the ECG strip ---------------------------------------------------------------------------
+
+function isEcg(codes) {
+  return codes.some((c) => /^1313[2-9]\d$/.test(c));
+}
+
+function onWaveform(event) {
+  if (!isEcg(event.codes)) return;
+  const ecg = state.ecg;
+  if (ecg.address === null) {
+    ecg.address = event.address;
+    const sensor = state.sensors.find((s) => s.address === event.address);
+    $("ecg-source").textContent = sensor ? `— ${sensor.name}` : `— ${event.address}`;
+  }
+  if (event.address !== ecg.address) return;
+  if (event.period_ms) ecg.rate = 1000 / event.period_ms;
+  const factor = Number(event.factor);
+  const origin = Number(event.origin);
+  for (const raw of String(event.data).trim().split(/\s+/)) {
+    const sample = Number(raw);
+    ecg.pending.push(Number.isFinite(sample) ? origin + factor * sample : null);
+  }
+}
+
+function drawGrid(context, width, height, pxPerMm) {
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, width, height);
+  for (let mm = 0, i = 0; mm * pxPerMm <= width; mm += 1, i += 1) {
+    context.strokeStyle = i % 5 === 0 ? "#e8a0a0" : "#f6d6d6";
+    context.beginPath();
+    context.moveTo(Math.round(mm * pxPerMm) + 0.5, 0);
+    context.lineTo(Math.round(mm * pxPerMm) + 0.5, height);
+    context.stroke();
+  }
+  for (let mm = 0, i = 0; mm * pxPerMm <= height; mm += 1, i += 1) {
+    context.strokeStyle = i % 5 === 0 ? "#e8a0a0" : "#f6d6d6";
+    context.beginPath();
+    context.moveTo(0, Math.round(mm * pxPerMm) + 0.5);
+    context.lineTo(width, Math.round(mm * pxPerMm) + 0.5);
+    context.stroke();
+  }
+}
+
+function drawEcg(now) {
+  const ecg = state.ecg;
+  const canvas = $("ecg");
+  const ratio = window.devicePixelRatio || 1;
+  const cssWidth = canvas.clientWidth;
+  if (canvas.width !== Math.round(cssWidth * ratio)) {
+    canvas.width = Math.round(cssWidth * ratio);
+    canvas.height = Math.round(240 * ratio);
+  }
+  const context = canvas.getContext("2d");
+  context.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const width = cssWidth;
+  const height = 240;
+  const pxPerMm = CSS_PX_PER_MM;
+  const capacity = Math.max(1, Math.floor((width / pxPerMm / MM_PER_S) * ecg.rate));
+  // Play the samples at their own rate; fall no more than a second behind (never drop: catch up).
+  if (ecg.last === null) ecg.last = now;
+  let due = Math.floor(((now - ecg.last) / 1000) * ecg.rate);
+  if (ecg.pending.length > ecg.rate) due = ecg.pending.length - Math.floor(ecg.rate / 2);
+  if (due > 0) {
+    ecg.last = now;
+    const taken = ecg.pending.splice(0, Math.min(due, ecg.pending.length));
+    ecg.trace.push(...taken);
+    ecg.drawn += taken.length;
+    if (ecg.trace.length > capacity) ecg.trace.splice(0, ecg.trace.length - capacity);
+  }
+  drawGrid(context, width, height, pxPerMm);
+  context.strokeStyle = "#111";
+  context.lineWidth = 1.5;
+  context.beginPath();
+  const pxPerSample = (MM_PER_S * pxPerMm) / ecg.rate;
+  const middle = height / 2;
+  let pen = false;
+  ecg.trace.forEach((mv, i) => {
+    if (mv === null) {
+      pen = false;
+      return;
+    }
+    const x = i * pxPerSample;
+    const y = middle - mv * MM_PER_MV * pxPerMm;
+    if (pen) context.lineTo(x, y);
+    else context.moveTo(x, y);
+    pen = true;
+  });
+  context.stroke();
+  canvas.dataset.samples = String(ecg.drawn);
+  requestAnimationFrame(drawEcg);
+}
+
+// -- start -----------------------------------------------------------------------------------
+
+function connect() {
+  const source = new EventSource("/api/live");
+  source.addEventListener("open", () => say("Live."));
+  source.addEventListener("error", () => say("The live stream was interrupted; reconnecting…"));
+  source.addEventListener("sensors", (e) => {
+    state.sensors = JSON.parse(e.data).sensors;
+    renderSensors();
+  });
+  source.addEventListener("vital", (e) => onVital(JSON.parse(e.data)));
+  source.addEventListener("waveform", (e) => onWaveform(JSON.parse(e.data)));
+}
+
+async function start() {
+  let me;
+  try {
+    me = await api("GET", "/api/me");
+  } catch (failure) {
+    say(failure.message);
+    return;
+  }
+  state.csrf = me.csrf_token || null;
+  $("who").textContent = `${me.user} (${me.role})`;
+  $("logout").addEventListener("click", async () => {
+    await api("POST", "/api/logout").catch(() => null);
+    location.assign("/login");
+  });
+  $("filter").addEventListener("change", renderSensors);
+  $("sort").addEventListener("change", renderSensors);
+  connect();
+  requestAnimationFrame(drawEcg);
+}
+
+start();
