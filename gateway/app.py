@@ -48,6 +48,7 @@ from gateway.users import UserDirectory
 from gateway.web.auth import API_TOKEN_FILE
 from gateway.web.live import LiveHub
 from gateway.web.local import write_api_url
+from gateway.web.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -170,6 +171,7 @@ class Gateway:
         self.http_port: int | None = None
         self.web_app: web.Application | None = None  # while the API is served
         self.live: LiveHub | None = None  # the page's live stream
+        self.metrics = GatewayMetrics()
         self.assistant: AssistantServices | None = None  # while the API is served
         self.assistant_settled = asyncio.Event()  # the assistant is ready, failed or not loading
         self._load_assistant = assistant_loader or self.load_models
@@ -224,6 +226,7 @@ class Gateway:
                         auto_accept=settings.ble.auto_accept,
                     ),
                     forget_lost_after=settings.ble.forget_lost_after,
+                    on_latency=self.metrics.observe_latency,
                     radio=(
                         given_link(backends, security)
                         if backends is not None
@@ -236,11 +239,13 @@ class Gateway:
                     tz=settings.tz,
                 )
                 self.live = LiveHub(manager.sensors)
+                self.metrics.manager, self.metrics.live = manager, self.live
                 ingest.on_observation = functools.partial(
                     _to_both, manager.observation_ingested, self.live.publish
                 )
                 self.manager = manager
                 self.forwarding = Forwarding(store, uplinks, self.forward_settings.outbox)
+                self.metrics.forwarding = self.forwarding
                 models = None
                 if settings.http.enabled:
                     models = await self._serve_http(stack)
@@ -289,6 +294,7 @@ class Gateway:
         the assistant's parts close on, closed after the server has stopped."""
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
+        from gateway.web.metrics import setup_metrics
         from gateway.web.page import setup_page
         from gateway.web.patient import setup_patient
         from gateway.web.sensors import setup_sensors
@@ -317,7 +323,9 @@ class Gateway:
                 setup_patient(self.patients),
                 *([setup_sensors(self.manager)] if self.manager is not None else []),
                 *([setup_page(self.live)] if self.live is not None else []),
+                setup_metrics(self.metrics),
             ],
+            metrics=self.metrics,
         )
         self.web_app = app
         runner = await serve(app, settings.http.host, settings.http.port)
@@ -335,6 +343,7 @@ class Gateway:
 
         settings = self.settings
         engine = Engine(settings.assistant, data_dir=self.data_dir, progress=False)
+        engine.on_finished = self.metrics.observe_finished
         await engine.start()
         stack.push_async_callback(engine.close)
         retriever = await stack.enter_async_context(Retriever(self.data_dir, settings.rag))

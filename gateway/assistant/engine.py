@@ -112,6 +112,8 @@ class Engine:
         self._manifest = manifest
         self._progress = progress
         self._thread: EngineThread | None = None
+        self.on_finished: Callable[[Finished], None] | None = None
+        """Told of every finished request, on the engine's thread (metrics); set before start."""
         self._info: ModelInfo | None = None
 
     # -- lifecycle --
@@ -122,6 +124,7 @@ class Engine:
         if self._thread is not None:
             raise EngineError("the engine is already started")
         thread = EngineThread(self.settings, self.data_dir, self._manifest, self._progress)
+        thread.on_finished = self.on_finished
         self._thread = thread
         thread.start()
         try:

@@ -94,6 +94,8 @@ class EngineThread(threading.Thread):
         progress: bool,
     ) -> None:
         super().__init__(name="llm-engine", daemon=True)
+        self.on_finished: Callable[[Finished], None] | None = None
+        """Told of every finished request, on this thread (metrics)."""
         self.settings = settings
         self._data_dir = data_dir
         self._manifest = manifest
@@ -372,14 +374,16 @@ class EngineThread(threading.Thread):
         if interrupted == "timeout":
             raise EngineTimeoutError(request.timeout_s, usage)
         first = first_token_at if first_token_at is not None else ended
-        request.sink.put(
-            Finished(
-                finish_reason=finish or "cancelled",
-                usage=usage,
-                stop=matcher.matched,
-                text="".join(returned),
-                queued_s=started - request.enqueued,
-                prompt_s=first - started,
-                decode_s=ended - first,
-            )
+        finished = Finished(
+            finish_reason=finish or "cancelled",
+            usage=usage,
+            stop=matcher.matched,
+            text="".join(returned),
+            queued_s=started - request.enqueued,
+            prompt_s=first - started,
+            decode_s=ended - first,
         )
+        request.sink.put(finished)
+        observer = self.on_finished
+        if observer is not None:
+            observer(finished)

@@ -90,6 +90,7 @@ class SensorManager:
         registry: SensorRegistry | None = None,
         passkeys: PasskeyBroker | None = None,
         forget_lost_after: float | None = None,
+        on_latency: Callable[[str, float], None] | None = None,
         last_record_time: Callable[[str, str], Awaitable[dt.datetime | None]] | None = None,
         tz: dt.tzinfo = dt.UTC,
     ) -> None:
@@ -102,6 +103,7 @@ class SensorManager:
         )
         self.passkeys = passkeys or PasskeyBroker()
         self.forget_lost_after = forget_lost_after
+        self._on_latency = on_latency
         self._open_radio = radio
         self._sink = sink
         self._client_backend: type[Any] | None = None
@@ -226,6 +228,7 @@ class SensorManager:
                 lookup_device=lambda: self._seen.get(address),
                 last_record_time=self._record_time_reader(profile),
                 clock=lambda: dt.datetime.now(self._tz),
+                on_latency=self._on_latency,
             )
             self._sessions[address] = session
             log.info("found %s %s (%s)", profile.kind, device.name, address)

@@ -145,7 +145,9 @@ class DeviceSession:
         lookup_device: Callable[[], BLEDevice | None] | None = None,
         last_record_time: Callable[[str], Awaitable[dt.datetime | None]] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        on_latency: Callable[[str, float], None] | None = None,
     ) -> None:
+        """``on_latency``: told (kind, seconds) of every notification → stored (metrics)."""
         self.device = device
         self.profile = profile
         self.status = SessionStatus(device.address, device.name or device.address, profile.kind)
@@ -154,6 +156,7 @@ class DeviceSession:
         self._lookup_device = lookup_device
         self._last_record_time = last_record_time
         self._clock = clock
+        self._on_latency = on_latency
         self._client: BleakClient | None = None
         self._disconnected = asyncio.Event()
         self._queue: asyncio.Queue[tuple[int | str, bytes, float]] = asyncio.Queue()
@@ -473,7 +476,10 @@ class DeviceSession:
             key, data, received = await self._queue.get()
             try:
                 if await self._handle_notification(key, data):
-                    self.status.latencies_s.append(time.monotonic() - received)
+                    latency = time.monotonic() - received
+                    self.status.latencies_s.append(latency)
+                    if self._on_latency is not None:
+                        self._on_latency(self.status.kind, latency)
             except Exception:  # the store or mapping failed: keep the session, say it loudly
                 self.status.ingest_errors += 1
                 log.exception("%s: could not ingest a value of %s", self.status.name, key)

@@ -70,6 +70,7 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("DELETE", "/api/patient"): EVERYONE,
     ("GET", "/api/sensors"): EVERYONE,
     ("GET", "/api/live"): EVERYONE,
+    ("GET", "/metrics"): frozenset({Role.ADMIN}),
     ("POST", "/api/sensors/{address}/accept"): TECHNICAL,
     ("DELETE", "/api/sensors/{address}"): TECHNICAL,
     ("POST", "/api/sensors/{address}/passkey"): TECHNICAL,

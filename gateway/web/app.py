@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from gateway.assistant.engine import Engine
     from gateway.users.directory import UserDirectory
     from gateway.web.embeddings import EmbedderLike
+    from gateway.web.metrics import GatewayMetrics
 
 __all__ = [
     "ASSISTANT",
@@ -159,6 +160,7 @@ def build_app(
     setup: Sequence[Setup] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY,
     users: UserDirectory | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> web.Application:
     """The application.
 
@@ -170,7 +172,12 @@ def build_app(
     and hold API tokens (None: the service token only); see :mod:`gateway.web.access`.
     """
     app = web.Application(
-        middlewares=[json_errors, access_middleware(token)], client_max_size=max_body_bytes
+        middlewares=[
+            *([metrics.middleware()] if metrics is not None else []),
+            json_errors,
+            access_middleware(token),
+        ],
+        client_max_size=max_body_bytes,
     )
     if assistant is None:
         assistant = _given_assistant(engine, embedder, embedder_name)
