@@ -22,6 +22,8 @@ import gc
 import json
 import logging
 import os
+import shutil
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -172,6 +174,8 @@ class Gateway:
         self.web_app: web.Application | None = None  # while the API is served
         self.live: LiveHub | None = None  # the page's live stream
         self.metrics = GatewayMetrics()
+        self.key_id: str | None = None  # the signing key's thumbprint, once loaded
+        self.started = time.monotonic()
         self.assistant: AssistantServices | None = None  # while the API is served
         self.assistant_settled = asyncio.Event()  # the assistant is ready, failed or not loading
         self._load_assistant = assistant_loader or self.load_models
@@ -187,6 +191,7 @@ class Gateway:
         and bonds as ``security``) override the configured transport."""
         settings = self.settings
         signer = build_signer(self.data_dir, {"reference": gateway_full_url(self.info)})
+        self.key_id = signer.kid
         uplinks = build_uplinks(self.forward_settings)
         store = await open_store(self.data_dir, self.forward_settings, signer, uplinks)
         self.store = store
@@ -299,6 +304,7 @@ class Gateway:
         from gateway.web.patient import setup_patient
         from gateway.web.sensors import setup_sensors
         from gateway.web.services import AssistantServices
+        from gateway.web.status import setup_status
 
         settings = self.settings
         assert self.patients is not None
@@ -324,6 +330,7 @@ class Gateway:
                 *([setup_sensors(self.manager)] if self.manager is not None else []),
                 *([setup_page(self.live)] if self.live is not None else []),
                 setup_metrics(self.metrics),
+                setup_status(settings, self.manager, self.state),
             ],
             metrics=self.metrics,
         )
@@ -418,6 +425,36 @@ class Gateway:
         statuses = self.manager.statuses()
         streaming = sum(1 for s in statuses if s.state == "streaming")
         return f"{streaming}/{len(statuses)} sensors streaming"
+
+    async def state(self) -> dict[str, Any]:
+        """The gateway as the technician's page shows it (``GET /api/gateway``)."""
+        usage = await self.store.outbox_usage() if self.store is not None else None
+        disk = shutil.disk_usage(self.data_dir)
+        uplinks: dict[str, Any] = {}
+        if self.forwarding is not None:
+            uplinks = self.forwarding.status()
+            for uplink in self.forwarding.uplinks:
+                connected = getattr(uplink, "connected", None)
+                uplinks[uplink.name]["connected"] = connected
+        assistant = self.assistant.state if self.assistant is not None else "disabled"
+        return {
+            "gateway_id": self.identity.gateway_id,
+            "version": __version__,
+            "key_id": self.key_id,
+            "uptime_s": round(time.monotonic() - self.started),
+            "timezone": self.settings.timezone,
+            "radio": self.manager.radio.as_json() if self.manager is not None else None,
+            "patient": self.patients.as_json() if self.patients is not None else None,
+            "assistant": assistant,
+            "uplinks": uplinks,
+            "outbox": None if usage is None else usage.as_dict() | {"held": usage.held},
+            "disk": {
+                "free_bytes": disk.free,
+                "total_bytes": disk.total,
+                "quota_bytes": self.settings.outbox.quota_bytes,
+            },
+            "live_clients": self.live.clients if self.live is not None else 0,
+        }
 
     async def summary(self) -> dict[str, Any]:
         """The headless demo's JSON summary (devices, counts by code, counters, outbox)."""

@@ -8,6 +8,7 @@ status 2 (no tracebacks for errors a user can cause).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import signal
@@ -227,6 +228,30 @@ def demo(
     )
     if summary is not None:
         typer.echo(simplejson.dumps(summary, use_decimal=True))
+
+
+@app.command()
+def doctor(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML configuration file.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check that this box is ready: radio, clock, disk, key, model, uplinks, time zone,
+    watchdog. One line per check with the fix; exit 1 when a check fails."""
+    from gateway.config import load_settings
+    from gateway.doctor import Level, run_checks
+
+    settings = load_settings(config, **_overrides(data_dir, None, None, None))
+    checks = asyncio.run(run_checks(settings))
+    if as_json:
+        typer.echo(json.dumps([c.as_json() for c in checks], indent=2))
+    else:
+        for check in checks:
+            typer.echo(check.line())
+    if any(c.level is Level.FAIL for c in checks):
+        raise typer.Exit(1)
 
 
 def _register_subcommands() -> None:

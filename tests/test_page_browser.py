@@ -108,6 +108,13 @@ async def test_the_technician_sees_the_sensors_live_with_the_ecg_strip_and_manag
     )
     second = await canvas.screenshot()
     assert first != second, "the ECG strip moves"
+    # The gateway's facts and the checks (the radio as the running gateway sees it).
+    await page.wait_for_function(
+        "document.querySelector('#gateway').textContent.includes('Up for')"
+    )
+    assert run.gateway.identity.gateway_id in (await page.text_content("#gateway") or "")
+    await page.wait_for_selector("#checks li[data-check='radio'] .level-ok")
+    assert "none configured" in (await page.text_content("#uplinks") or "")
     await page.screenshot(path=str(tmp_path / "technician-page.png"), full_page=True)
 
     # Forget the thermometer (confirming the dialog), then accept it again.

@@ -71,6 +71,8 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("GET", "/api/sensors"): EVERYONE,
     ("GET", "/api/live"): EVERYONE,
     ("GET", "/metrics"): frozenset({Role.ADMIN}),
+    ("GET", "/api/doctor"): TECHNICAL,
+    ("GET", "/api/gateway"): TECHNICAL,
     ("POST", "/api/sensors/{address}/accept"): TECHNICAL,
     ("DELETE", "/api/sensors/{address}"): TECHNICAL,
     ("POST", "/api/sensors/{address}/passkey"): TECHNICAL,

@@ -271,6 +271,89 @@ function drawEcg(now) {
   requestAnimationFrame(drawEcg);
 }
 
+// -- the gateway, its uplinks and its checks ---------------------------------------------------
+
+function facts(list, pairs) {
+  list.replaceChildren();
+  for (const [label, value] of pairs) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    list.append(dt, dd);
+  }
+}
+
+function duration(seconds) {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  return h ? `${h} h ${m} min` : `${m} min ${Math.floor(seconds % 60)} s`;
+}
+
+function bytes(n) {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${Math.round(n / 2 ** 20)} MiB`;
+}
+
+async function refreshGateway() {
+  let g;
+  try {
+    g = await api("GET", "/api/gateway");
+  } catch (failure) {
+    return;
+  }
+  const patient = g.patient?.patient?.reference || "none (readings are held)";
+  facts($("gateway"), [
+    ["Gateway", g.gateway_id],
+    ["Version", g.version],
+    ["Key", g.key_id || "—"],
+    ["Up for", duration(g.uptime_s)],
+    ["Time zone", g.timezone],
+    ["Radio", g.radio ? `${g.radio.state}${g.radio.reason ? `: ${g.radio.reason}` : ""}` : "—"],
+    ["Patient", patient],
+    ["Assistant", g.assistant],
+    ["Disk", `${bytes(g.disk.free_bytes)} free of ${bytes(g.disk.total_bytes)}; quota ${bytes(g.disk.quota_bytes)}`],
+  ]);
+  const rows = [];
+  for (const [name, u] of Object.entries(g.uplinks)) {
+    const link = u.connected === null ? "" : u.connected ? "connected, " : "not connected, ";
+    rows.push([name.toUpperCase(), `${link}${u.delivered} delivered, ${u.dead} refused${u.last_error ? `; last error: ${u.last_error}` : ""}`]);
+  }
+  if (!rows.length) rows.push(["Uplinks", "none configured: readings stay on the gateway"]);
+  if (g.outbox) {
+    rows.push(["Outbox", `${g.outbox.pending} pending, ${g.outbox.delivered} delivered, ${g.outbox.dead} dead, ${g.outbox.held} held (no patient)`]);
+  }
+  facts($("uplinks"), rows);
+}
+
+async function runChecks() {
+  const list = $("checks");
+  list.replaceChildren();
+  say("Running the checks…");
+  let result;
+  try {
+    result = await api("GET", "/api/doctor");
+  } catch (failure) {
+    say(`Checks: ${failure.message}`);
+    return;
+  }
+  for (const check of result.checks) {
+    const item = document.createElement("li");
+    item.dataset.check = check.name;
+    const level = document.createElement("span");
+    level.className = `level level-${check.level}`;
+    level.textContent = check.level;
+    item.append(level, `${check.name}: ${check.detail}`);
+    if (check.fix && check.level !== "ok") {
+      const fix = document.createElement("span");
+      fix.className = "fix";
+      fix.textContent = check.fix;
+      item.appendChild(fix);
+    }
+    list.appendChild(item);
+  }
+  say("Checks done.");
+}
+
 // -- start -----------------------------------------------------------------------------------
 
 function connect() {
@@ -301,8 +384,12 @@ async function start() {
   });
   $("filter").addEventListener("change", renderSensors);
   $("sort").addEventListener("change", renderSensors);
+  $("run-checks").addEventListener("click", runChecks);
   connect();
   requestAnimationFrame(drawEcg);
+  refreshGateway();
+  setInterval(refreshGateway, 5000);
+  runChecks();
 }
 
 start();

@@ -1,0 +1,54 @@
+"""The gateway's own state for the technician: ``GET /api/doctor`` (the checks of ``bedside
+doctor``, with the running radio's state instead of opening it again) and ``GET /api/gateway``
+(identity, version, key, uptime, radio, uplinks and outbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+
+from gateway.doctor import radio_status, run_checks
+from gateway.fhir import jsonio
+
+if TYPE_CHECKING:
+    from gateway.ble.manager import SensorManager
+    from gateway.config import Settings
+
+GatewayState = Callable[[], Awaitable[Mapping[str, Any]]]
+STATUS: Final[web.AppKey[tuple[Settings, SensorManager | None, GatewayState]]] = web.AppKey(
+    "status_sources"
+)
+
+
+def _json(data: object) -> web.Response:
+    return web.Response(text=jsonio.dumps(data), content_type="application/json", charset="utf-8")
+
+
+async def doctor(request: web.Request) -> web.Response:
+    settings, manager, _ = request.app[STATUS]
+    radio = None
+    if manager is not None:
+        now = manager.radio.as_json()
+        radio = radio_status(
+            str(now.get("state")), str(now.get("reason") or ""), settings.ble.transport
+        )
+    checks = await run_checks(settings, radio=radio)
+    return _json({"checks": [c.as_json() for c in checks]})
+
+
+async def gateway_state(request: web.Request) -> web.Response:
+    _, _, state = request.app[STATUS]
+    return _json(await state())
+
+
+def setup_status(
+    settings: Settings, manager: SensorManager | None, state: GatewayState
+) -> Callable[[web.Application], None]:
+    def setup(app: web.Application) -> None:
+        app[STATUS] = (settings, manager, state)
+        app.router.add_get("/api/doctor", doctor)
+        app.router.add_get("/api/gateway", gateway_state)
+
+    return setup
