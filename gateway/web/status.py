@@ -31,9 +31,8 @@ async def doctor(request: web.Request) -> web.Response:
     radio = None
     if manager is not None:
         now = manager.radio.as_json()
-        radio = radio_status(
-            str(now.get("state")), str(now.get("reason") or ""), settings.ble.transport
-        )
+        reason = str(now.get("reason") or "")
+        radio = radio_status(str(now.get("state")), reason, str(now.get("transport")))
     checks = await run_checks(settings, radio=radio)
     return _json({"checks": [c.as_json() for c in checks]})
 
