@@ -55,6 +55,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Running, dict[str, dict
         overrides={"thermo.interval_s": 1.0},
         http={"enabled": True, "port": 0},
         assistant={"enabled": False},
+        patient={"reference": "Patient/7"},
     ) as run:
         await wait_until(
             lambda: run.states() == dict.fromkeys(KINDS, "streaming"), 30, "sensors streaming"
@@ -115,6 +116,7 @@ async def test_the_technician_sees_the_sensors_live_with_the_ecg_strip_and_manag
     assert run.gateway.identity.gateway_id in (await page.text_content("#gateway") or "")
     await page.wait_for_selector("#checks li[data-check='radio'] .level-ok")
     assert "none configured" in (await page.text_content("#uplinks") or "")
+    assert "Patient/7 (configuration)" in (await page.text_content("#gateway") or "")
     await page.screenshot(path=str(tmp_path / "technician-page.png"), full_page=True)
 
     # Forget the thermometer (confirming the dialog), then accept it again.

@@ -301,7 +301,9 @@ async function refreshGateway() {
   } catch (failure) {
     return;
   }
-  const patient = g.patient?.patient?.reference || "none (readings are held)";
+  const patient = g.patient?.reference
+    ? `${g.patient.reference} (${g.patient.source})`
+    : `none: readings are held (${g.patient?.held_readings ?? 0} so far)`;
   facts($("gateway"), [
     ["Gateway", g.gateway_id],
     ["Version", g.version],
