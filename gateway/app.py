@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from gateway.store.aio import AsyncStore
     from gateway.web.embeddings import EmbedderLike
     from gateway.web.services import AssistantServices, HealthCheck
+    from gateway.web.tls import ServerCertificate
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class Gateway:
         self.live: LiveHub | None = None  # the page's live stream
         self.metrics = GatewayMetrics()
         self.key_id: str | None = None  # the signing key's thumbprint, once loaded
+        self.tls: ServerCertificate | None = None  # while the API is served over TLS
         self.started = time.monotonic()
         self.assistant: AssistantServices | None = None  # while the API is served
         self.assistant_settled = asyncio.Event()  # the assistant is ready, failed or not loading
@@ -305,6 +307,7 @@ class Gateway:
         from gateway.web.sensors import setup_sensors
         from gateway.web.services import AssistantServices
         from gateway.web.status import setup_status
+        from gateway.web.tls import is_loopback, server_certificate
 
         settings = self.settings
         assert self.patients is not None
@@ -335,11 +338,49 @@ class Gateway:
             metrics=self.metrics,
         )
         self.web_app = app
-        runner = await serve(app, settings.http.host, settings.http.port)
+        self.tls = server_certificate(settings.http, self.data_dir)
+        runner = await serve(
+            app,
+            settings.http.host,
+            settings.http.port,
+            ssl_context=self.tls.context() if self.tls is not None else None,
+        )
         stack.push_async_callback(runner.cleanup)
         self.http_port = bound_port(runner)
-        write_api_url(self.data_dir, settings.http.host, self.http_port)
+        write_api_url(self.data_dir, settings.http.host, self.http_port, tls=self.tls is not None)
+        if self.tls is not None:
+            kind = "self-signed" if self.tls.self_signed else "configured"
+            log.info("TLS certificate (%s) SHA-256 %s", kind, self.tls.fingerprint)
+        announce = settings.http.zeroconf
+        if announce is None:
+            announce = not is_loopback(settings.http.host)
+        if announce:
+            await self._advertise(stack)
         return models
+
+    async def _advertise(self, stack: AsyncExitStack) -> None:
+        """Announce the page on the LAN (zeroconf); a network without multicast only warns."""
+        from gateway.web.advertise import Advertisement, txt_records
+
+        assert self.http_port is not None
+        advertisement = Advertisement(
+            gateway_id=self.identity.gateway_id,
+            host=self.settings.http.host,
+            port=self.http_port,
+            properties=txt_records(
+                self.identity.gateway_id,
+                __version__,
+                self.key_id,
+                self.tls.fingerprint if self.tls is not None else None,
+            ),
+            tls=self.tls is not None,
+        )
+        try:
+            await stack.enter_async_context(advertisement)
+        except (OSError, RuntimeError) as exc:
+            log.warning("cannot announce the gateway on the LAN (zeroconf): %s", exc)
+            return
+        log.info("announced as %s._bedside._tcp.local.", self.identity.gateway_id)
 
     async def load_models(self, stack: AsyncExitStack) -> AssistantParts:
         """The configured engine, retriever and embedder, loaded (seconds each, in threads)."""

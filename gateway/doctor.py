@@ -195,6 +195,35 @@ def check_models(settings: Settings) -> Check:
     return Check("model", Level.OK, f"{name}: {len(checks)} file(s), sha256 match")
 
 
+def check_tls(settings: Settings) -> Check:
+    """The API's certificate: the configured one, or the self-signed one made at first start."""
+    from gateway.errors import ConfigError
+    from gateway.web.tls import CERT_FILE, KEY_FILE, TLS_DIR, is_loopback, load_certificate
+
+    http = settings.http
+    if http.tls_cert_file is not None and http.tls_key_file is not None:
+        files = (http.tls_cert_file, http.tls_key_file, False)
+    elif is_loopback(http.host):
+        return Check("tls", Level.OK, f"plain HTTP on the loopback address {http.host} only")
+    else:
+        folder = settings.data_dir / TLS_DIR
+        if not (folder / CERT_FILE).exists():
+            return Check(
+                "tls", Level.WARN, "no certificate yet", "a self-signed one is made at first start"
+            )
+        files = (folder / CERT_FILE, folder / KEY_FILE, True)
+    try:
+        cert = load_certificate(*files[:2], self_signed=files[2])
+    except ConfigError as exc:
+        return Check("tls", Level.FAIL, str(exc), "give a PEM certificate and its key")
+    days = (cert.not_after - dt.datetime.now(dt.UTC)).days
+    kind = "self-signed" if cert.self_signed else "configured"
+    text = f"{kind} certificate SHA-256 {cert.fingerprint}, valid {days} more days"
+    if days < CERT_WARN_DAYS:
+        return Check("tls", Level.WARN, text, "renew the certificate")
+    return Check("tls", Level.OK, text)
+
+
 def check_timezone(name: str) -> Check:
     try:
         zoneinfo.ZoneInfo(name)
@@ -322,6 +351,7 @@ async def run_checks(
                 "FHIR server", str(settings.https.base_url), settings.https.ca_file
             )
         )
+    checks.append(check_tls(settings))
     checks.append(check_timezone(settings.timezone))
     checks.append(await asyncio.to_thread(check_watchdog))
     return checks

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -217,13 +218,17 @@ def _given_assistant(
 
 
 async def serve(
-    app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    app: web.Application,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
-    """Start serving ``app``; ``await runner.cleanup()`` stops it. A client that disconnects
-    cancels its handler (and so its generation)."""
+    """Start serving ``app`` (over TLS with ``ssl_context``); ``await runner.cleanup()`` stops
+    it. A client that disconnects cancels its handler (and so its generation)."""
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
@@ -231,7 +236,8 @@ async def serve(
         raise ConfigError(
             f"{host}:{port}: cannot listen ({exc.strerror or exc}); choose another --http-port"
         ) from exc
-    log.info("HTTP API on http://%s:%d", host, bound_port(runner))
+    scheme = "https" if ssl_context is not None else "http"
+    log.info("HTTP API on %s://%s:%d", scheme, host, bound_port(runner))
     return runner
 
 

@@ -10,6 +10,7 @@ token is ``http.token``, else the file ``http.token_file``, else ``DATA_DIR/api-
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any, Final
@@ -31,14 +32,15 @@ class LocalApiError(BedsideError):
     """The running gateway could not be reached or refused the request (one sentence)."""
 
 
-def write_api_url(data_dir: Path, host: str, port: int | None) -> None:
+def write_api_url(data_dir: Path, host: str, port: int | None, *, tls: bool = False) -> None:
     """Record where the API listens (a wildcard host is reached on loopback)."""
     if port is None:
         return
     reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - a comparison
     if ":" in reach:
         reach = f"[{reach}]"
-    write_private_file(data_dir / API_URL_FILE, f"http://{reach}:{port}\n")
+    scheme = "https" if tls else "http"
+    write_private_file(data_dir / API_URL_FILE, f"{scheme}://{reach}:{port}\n")
 
 
 class LocalApi:
@@ -47,6 +49,13 @@ class LocalApi:
     def __init__(self, http: HttpSettings, data_dir: Path, url: str | None = None) -> None:
         self.url = (url or self._url(http, data_dir)).rstrip("/")
         self._token = self._read_token(http, data_dir)
+        self._context: ssl.SSLContext | None = None
+        if self.url.startswith("https:"):
+            # the gateway's own self-signed certificate, where it made one; else the system's CAs
+            own = data_dir / "tls" / "cert.pem"
+            ca = http.tls_cert_file or (own if own.exists() else None)
+            self._context = ssl.create_default_context(cafile=str(ca) if ca else None)
+            self._context.check_hostname = ca is None  # our own certificate: pinned by file
 
     @staticmethod
     def _url(http: HttpSettings, data_dir: Path) -> str:
@@ -84,7 +93,9 @@ class LocalApi:
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as answer:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310 - a URL of our own gateway
+                request, timeout=REQUEST_TIMEOUT_S, context=self._context
+            ) as answer:
                 return json.loads(answer.read())
         except urllib.error.HTTPError as exc:
             raise LocalApiError(_message(exc)) from exc

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
@@ -32,3 +32,19 @@ class HttpSettings(BaseModel):
         description="a file holding the token (default: DATA_DIR/api-token, created if absent)",
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_BODY
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate for TLS (default off loopback: a self-signed one in "
+        "DATA_DIR/tls/)",
+    )
+    tls_key_file: Path | None = Field(default=None, description="its PEM private key")
+    zeroconf: bool | None = Field(
+        default=None,
+        description="advertise _bedside._tcp on the LAN (default: on when host is not loopback)",
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
