@@ -333,7 +333,7 @@ class Gateway:
                 *([setup_sensors(self.manager)] if self.manager is not None else []),
                 *([setup_page(self.live)] if self.live is not None else []),
                 setup_metrics(self.metrics),
-                setup_status(settings, self.manager, self.state),
+                setup_status(settings, self.manager, self.state, self._retry_dead),
             ],
             metrics=self.metrics,
         )
@@ -466,6 +466,11 @@ class Gateway:
         statuses = self.manager.statuses()
         streaming = sum(1 for s in statuses if s.state == "streaming")
         return f"{streaming}/{len(statuses)} sensors streaming"
+
+    async def _retry_dead(self) -> int:
+        """Re-queue what the uplinks refused; the store wakes their pumps."""
+        assert self.store is not None
+        return await self.store.retry_dead()
 
     async def state(self) -> dict[str, Any]:
         """The gateway as the technician's page shows it (``GET /api/gateway``)."""

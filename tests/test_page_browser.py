@@ -119,6 +119,19 @@ async def test_the_technician_sees_the_sensors_live_with_the_ecg_strip_and_manag
     assert "Patient/7 (configuration)" in (await page.text_content("#gateway") or "")
     await page.screenshot(path=str(tmp_path / "technician-page.png"), full_page=True)
 
+    # Assign a patient; the nothing-to-retry button stays disabled; measure on the thermometer.
+    await page.fill("#patient-reference", "Patient/42")
+    await page.click("#patient-form button[type=submit]")
+    await page.wait_for_function(
+        "document.querySelector('#gateway').textContent.includes('Patient/42')"
+    )
+    assert await page.is_disabled("#retry-dead")
+    thermo_row = page.locator(
+        f"#sensors tbody tr[data-address='{run.sim.sensors['thermo'].address}']"
+    )
+    await thermo_row.get_by_role("button", name="Measure").click()
+    await page.wait_for_function("document.querySelector('#status').textContent.includes('°C')")
+
     # Forget the thermometer (confirming the dialog), then accept it again.
     thermo = run.sim.sensors["thermo"].address
     page.on("dialog", lambda dialog: dialog.accept())

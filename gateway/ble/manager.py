@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bleak import BleakScanner
 
+from gateway.ble.errors import SensorUnavailableError
 from gateway.ble.measure import READY_STATES, ObservationEvent, OnDemand
 from gateway.ble.pairing import PasskeyBroker
 from gateway.ble.radio import (
@@ -306,10 +307,31 @@ class SensorManager:
                 "rssi": seen.rssi if seen is not None else None,
                 "last_seen_s": _last_seen(now, seen, status),
                 "battery": status.battery if status is not None else None,
+                "state_for_s": None if status is None else round(now - status.state_since),
+                "counters": None if status is None else _counters(status),
+                "device": None if status is None else _device_info(status),
+                "measure": self._measure_info(session),
             }
             rows.append(row)
         order = {"lost": 0, "not accepted": 1}
         return sorted(rows, key=lambda r: (order.get(r["state"], 2), r["kind"] or "", r["address"]))
+
+    @staticmethod
+    def _measure_info(session: DeviceSession | None) -> dict[str, Any] | None:
+        """Whether a measurement can be started on the sensor now, and what starting costs."""
+        if session is None or not session.profile.on_demand:
+            return None
+        measure = session.profile.measure
+        return {"burden": str(measure.burden), "method": measure.method}
+
+    async def measure_on(self, address: str) -> Mapping[str, Any]:
+        """Take a measurement on this sensor now (the technician's "measure" button): the next
+        value of its first code from it alone, starting it where the profile says how."""
+        address = check_address(address)
+        session = self._sessions.get(address)
+        if session is None:
+            raise SensorUnavailableError(f"no session for {address}: accept the sensor first")
+        return await self._on_demand.measure_from(session)
 
     async def _sweep_lost(self, after_s: float) -> None:
         """Sessions without a link (lost, reconnecting) whose sensor has not advertised for
@@ -362,3 +384,25 @@ def _last_seen(now: float, seen: Sighting | None, status: SessionStatus | None) 
     """Seconds since the sensor was last heard: an advertisement, or a value on its link."""
     heard = [t for t in (seen.at if seen else None, status.last_value_at if status else None) if t]
     return round(now - max(heard), 1) if heard else None
+
+
+def _counters(status: SessionStatus) -> dict[str, int]:
+    return {
+        "notifications": status.notifications,
+        "observations": status.observations,
+        "decode_errors": status.decode_errors,
+        "ingest_errors": status.ingest_errors,
+        "reconnects": status.reconnects,
+        "undated": status.undated,
+    }
+
+
+def _device_info(status: SessionStatus) -> dict[str, str | None]:
+    """What the sensor's Device Information Service said."""
+    info = status.info
+    return {
+        "manufacturer": info.get("Manufacturer Name String"),
+        "model": info.get("Model Number String"),
+        "serial": info.get("Serial Number String"),
+        "firmware": info.get("Firmware Revision String"),
+    }

@@ -133,6 +133,30 @@ class OnDemand:
             first = candidates[0].status
             raise SensorNotConnectedError(first.address, first.state, first.name)
         sources, start = self._choose(loinc_code, ready, max_burden)
+        return await self._take(loinc_code, sources, start, timeout)
+
+    async def measure_from(self, session: DeviceSession) -> Mapping[str, Any]:
+        """The next value of the sensor's first code, from this sensor alone: its next value
+        if it streams the code, else a measurement started (or the one running) on it."""
+        if not session.profile.on_demand or not session.profile.loinc:
+            raise MeasurementNotAllowedError(
+                f"{_who(session)} measures only when a person takes a reading on it"
+            )
+        status = session.status
+        if status.state not in READY_STATES:
+            raise SensorNotConnectedError(status.address, status.state, status.name)
+        code = session.profile.loinc[0]
+        streams = code in session.profile.streamed() or _trigger(session) is None
+        return await self._take(code, [session], None if streams else session, None)
+
+    async def _take(
+        self,
+        loinc_code: str,
+        sources: list[DeviceSession],
+        start: DeviceSession | None,
+        timeout: float | None,  # noqa: ASYNC109 - the callers' timeout
+    ) -> Mapping[str, Any]:
+        """Wait for ``loinc_code`` from ``sources``, starting a measurement on ``start``."""
         limit = max(s.profile.measure.timeout_s for s in sources)
         if timeout is not None:
             limit = min(limit, timeout)

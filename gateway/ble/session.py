@@ -83,6 +83,8 @@ class SessionStatus:
     name: str
     kind: str
     state: SessionState = SessionState.DISCOVERED
+    state_since: float = field(default_factory=time.monotonic)
+    """When the session entered its state (time.monotonic())."""
     reason: str = ""
     battery: int | None = None
     info: dict[str, str] = field(default_factory=dict)
@@ -333,6 +335,8 @@ class DeviceSession:
                 await client.disconnect()
 
     def _set_state(self, state: SessionState, reason: str = "") -> None:
+        if state is not self.status.state:
+            self.status.state_since = time.monotonic()
         self.status.state = state
         self.status.reason = reason
 

@@ -8,7 +8,10 @@ every route; what ``bedside sensors`` calls on a running gateway:
 - ``DELETE /api/sensors/{address}`` → ``{"address", "bond_deleted"}``: stop accepting it, end its
   session and delete its bond (its readings stay);
 - ``POST /api/sensors/{address}/passkey`` ``{"passkey": "123456"}`` → ``{"address",
-  "used_now"}``: the passkey the sensor shows, for its pairing now or next.
+  "used_now"}``: the passkey the sensor shows, for its pairing now or next;
+- ``POST /api/sensors/{address}/measure`` → ``{"address", "codes", "value", "observation"}``:
+  a measurement from this sensor now (its next value, or one started where its profile says how;
+  the row's ``measure.burden`` says what that costs), or the machine code of why not.
 
 A malformed address or passkey is a 400 (``invalid_address`` / ``invalid_passkey``); forgetting a
 sensor of ``ble.allow`` is a 409 (``sensor_configured``); the accepted list cannot be saved: 500.
@@ -22,9 +25,11 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 from pydantic import Field
 
+from gateway.ble.errors import MeasureFailure, SensorError
 from gateway.ble.pairing import PasskeyError
 from gateway.ble.registry import SensorListError, check_address
 from gateway.fhir import jsonio
+from gateway.fhir.read import display_value, observation_codes
 from gateway.web.errors import ApiError, StrictBody, parse_body
 
 if TYPE_CHECKING:
@@ -77,6 +82,32 @@ async def forget_sensor(request: web.Request) -> web.Response:
     return _json({"address": address, "bond_deleted": bond_deleted})
 
 
+FAILURE_STATUS: Final = {
+    MeasureFailure.NO_SENSOR: 404,
+    MeasureFailure.NOT_CONNECTED: 409,
+    MeasureFailure.BUSY: 409,
+    MeasureFailure.NOT_ALLOWED: 409,
+    MeasureFailure.TIMEOUT: 504,
+}
+
+
+async def measure_now(request: web.Request) -> web.Response:
+    address = _address(request)
+    try:
+        resource = await request.app[MANAGER].measure_on(address)
+    except SensorError as exc:
+        status = FAILURE_STATUS.get(exc.failure, 409)
+        raise ApiError(status, str(exc), code=str(exc.failure)) from exc
+    return _json(
+        {
+            "address": address,
+            "codes": list(observation_codes(resource)),
+            "value": display_value(resource),
+            "observation": resource,
+        }
+    )
+
+
 async def give_passkey(request: web.Request) -> web.Response:
     address = _address(request)
     body = await parse_body(request, PasskeyBody)
@@ -96,5 +127,6 @@ def setup_sensors(manager: SensorManager) -> Callable[[web.Application], None]:
         app.router.add_post(f"{ADDRESS_ROUTE}/accept", accept_sensor)
         app.router.add_delete(ADDRESS_ROUTE, forget_sensor)
         app.router.add_post(f"{ADDRESS_ROUTE}/passkey", give_passkey)
+        app.router.add_post(f"{ADDRESS_ROUTE}/measure", measure_now)
 
     return setup

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from gateway.config import Settings
 
 GatewayState = Callable[[], Awaitable[Mapping[str, Any]]]
+RetryDead = Callable[[], Awaitable[int]]
 STATUS: Final[web.AppKey[tuple[Settings, SensorManager | None, GatewayState]]] = web.AppKey(
     "status_sources"
 )
+RETRY: Final[web.AppKey[RetryDead]] = web.AppKey("retry_dead")
 
 
 def _json(data: object) -> web.Response:
@@ -42,12 +44,19 @@ async def gateway_state(request: web.Request) -> web.Response:
     return _json(await state())
 
 
+async def retry_dead(request: web.Request) -> web.Response:
+    """Put every item an uplink refused back in the queue (as ``bedside outbox retry-dead``)."""
+    return _json({"requeued": await request.app[RETRY]()})
+
+
 def setup_status(
-    settings: Settings, manager: SensorManager | None, state: GatewayState
+    settings: Settings, manager: SensorManager | None, state: GatewayState, retry: RetryDead
 ) -> Callable[[web.Application], None]:
     def setup(app: web.Application) -> None:
         app[STATUS] = (settings, manager, state)
+        app[RETRY] = retry
         app.router.add_get("/api/doctor", doctor)
         app.router.add_get("/api/gateway", gateway_state)
+        app.router.add_post("/api/outbox/retry-dead", retry_dead)
 
     return setup

@@ -92,6 +92,17 @@ function sensorActions(sensor) {
       }
     }));
   }
+  if (sensor.measure && sensor.state === "streaming") {
+    const burden = sensor.measure.burden;
+    wrap.appendChild(button(`Measure (${burden})`, `Take a measurement on ${sensor.name} now`, () => {
+      if (burden === "cuff-inflation" && !confirm(`This inflates the cuff of ${sensor.name} on the patient's arm. Start it?`)) return;
+      say(`Measuring on ${sensor.name}…`);
+      api("POST", `/api/sensors/${address}/measure`).then(
+        (answer) => say(`${sensor.name}: ${answer.value ?? "a value"} (${answer.codes[0]}).`),
+        (failure) => say(`${sensor.name}: ${failure.message}`),
+      );
+    }));
+  }
   if (sensor.waiting_for_passkey) {
     const input = document.createElement("input");
     input.inputMode = "numeric";
@@ -130,13 +141,17 @@ function renderSensors() {
     cell(row, s.kind || "?");
     cell(row, s.name);
     cell(row, s.address, "mono");
-    const stateText = s.waiting_for_passkey ? `${s.state}: passkey needed` : s.state;
+    let stateText = s.waiting_for_passkey ? `${s.state}: passkey needed` : s.state;
+    if (s.state_for_s !== null && s.state_for_s !== undefined) stateText += ` for ${duration(s.state_for_s)}`;
     cell(row, s.reason ? `${stateText} (${s.reason})` : stateText, `state state-${s.state.replace(" ", "-")}`);
     cell(row, s.last_seen_s === null ? "—" : `${Math.round(s.last_seen_s)} s ago`);
     cell(row, s.rssi === null ? "—" : `${s.rssi} dBm`);
     cell(row, s.battery === null ? "—" : `${s.battery} %`, s.battery !== null && s.battery < 20 ? "low" : "");
     cell(row, s.bonded ? "yes" : "no");
     cell(row, s.accepted || "no");
+    cell(row, s.device?.firmware || "—", "wrap").title = [s.device?.manufacturer, s.device?.model, s.device?.serial].filter(Boolean).join(" · ");
+    const c = s.counters;
+    cell(row, c ? `${c.notifications} notif · ${c.observations} values · ${c.decode_errors} bad · ${c.reconnects} reconn.${c.undated ? ` · ${c.undated} undated` : ""}` : "—", "wrap");
     const actions = document.createElement("td");
     actions.appendChild(sensorActions(s));
     row.appendChild(actions);
@@ -325,6 +340,7 @@ async function refreshGateway() {
     rows.push(["Outbox", `${g.outbox.pending} pending, ${g.outbox.delivered} delivered, ${g.outbox.dead} dead, ${g.outbox.held} held (no patient)`]);
   }
   facts($("uplinks"), rows);
+  $("retry-dead").disabled = !g.outbox || g.outbox.dead === 0;
 }
 
 async function runChecks() {
@@ -387,6 +403,18 @@ async function start() {
   $("filter").addEventListener("change", renderSensors);
   $("sort").addEventListener("change", renderSensors);
   $("run-checks").addEventListener("click", runChecks);
+  $("retry-dead").addEventListener("click", () =>
+    act("Retry refused items", api("POST", "/api/outbox/retry-dead").then(refreshGateway)));
+  $("patient-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const reference = $("patient-reference").value.trim();
+    act(`Patient ${reference}`, api("PUT", "/api/patient", { reference }).then(refreshGateway));
+  });
+  $("patient-clear").addEventListener("click", () => {
+    if (confirm("Clear the patient? Readings are then held until one is assigned.")) {
+      act("Clear the patient", api("DELETE", "/api/patient").then(refreshGateway));
+    }
+  });
   connect();
   requestAnimationFrame(drawEcg);
   refreshGateway();
