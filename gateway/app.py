@@ -41,6 +41,7 @@ from gateway.fhir.device import GatewayInfo, gateway_full_url
 from gateway.fhir.observation import PatientRef
 from gateway.forward.service import Forwarding, build_signer, build_uplinks, open_store
 from gateway.forward.settings import ForwardSettings
+from gateway.logbuffer import RecentLog
 from gateway.observations import Ingest
 from gateway.patients.assignment import PatientAssignment
 from gateway.patients.service import PatientService
@@ -177,6 +178,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.key_id: str | None = None  # the signing key's thumbprint, once loaded
         self.tls: ServerCertificate | None = None  # while the API is served over TLS
+        self.recent_log = RecentLog()
         self.started = time.monotonic()
         self.assistant: AssistantServices | None = None  # while the API is served
         self.assistant_settled = asyncio.Event()  # the assistant is ready, failed or not loading
@@ -191,6 +193,19 @@ class Gateway:
     ) -> None:
         """Run every service until cancelled; ``backends`` (an open adapter's, with its pairing
         and bonds as ``security``) override the configured transport."""
+        root = logging.getLogger()
+        root.addHandler(self.recent_log)
+        try:
+            await self._run(backends, security, on_ready)
+        finally:
+            root.removeHandler(self.recent_log)
+
+    async def _run(
+        self,
+        backends: BleakBackends | None,
+        security: LinkSecurity | None,
+        on_ready: Callable[[Gateway], None] | None,
+    ) -> None:
         settings = self.settings
         signer = build_signer(self.data_dir, {"reference": gateway_full_url(self.info)})
         self.key_id = signer.kid
@@ -301,6 +316,7 @@ class Gateway:
         the assistant's parts close on, closed after the server has stopped."""
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
+        from gateway.web.diagnostics import Diagnostics, setup_diagnostics
         from gateway.web.metrics import setup_metrics
         from gateway.web.page import setup_page
         from gateway.web.patient import setup_patient
@@ -334,6 +350,16 @@ class Gateway:
                 *([setup_page(self.live)] if self.live is not None else []),
                 setup_metrics(self.metrics),
                 setup_status(settings, self.manager, self.state, self._retry_dead),
+                setup_diagnostics(
+                    Diagnostics(
+                        settings,
+                        self.recent_log,
+                        self.state,
+                        self.manager.sensors if self.manager is not None else list,
+                        self.metrics,
+                        self.manager.radio.as_json if self.manager is not None else None,
+                    )
+                ),
             ],
             metrics=self.metrics,
         )

@@ -78,6 +78,8 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("POST", "/api/sensors/{address}/passkey"): TECHNICAL,
     ("POST", "/api/sensors/{address}/measure"): TECHNICAL,
     ("POST", "/api/outbox/retry-dead"): TECHNICAL,
+    ("GET", "/api/logs"): TECHNICAL,
+    ("GET", "/api/diagnostics"): TECHNICAL,
 }
 
 PAGES: Final = frozenset({("GET", "/")})  # HTML pages: the logged-out are sent to /login

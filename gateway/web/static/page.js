@@ -341,6 +341,8 @@ async function refreshGateway() {
   }
   facts($("uplinks"), rows);
   $("retry-dead").disabled = !g.outbox || g.outbox.dead === 0;
+  const log = await api("GET", "/api/logs?lines=30").catch(() => null);
+  if (log) $("log").textContent = log.lines.join("\n") || "(nothing logged yet)";
 }
 
 async function runChecks() {
