@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
 from gateway.users import UserDirectory
@@ -52,7 +53,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Running, dict[str, dict
         tmp_path,
         KINDS,
         seed=21,
-        overrides={"thermo.interval_s": 1.0},
+        overrides={"thermo.interval_s": 1.0, "spo2.pleth": True},
         http={"enabled": True, "port": 0},
         assistant={"enabled": False},
         patient={"reference": "Patient/7"},
@@ -100,6 +101,12 @@ async def test_the_technician_sees_the_sensors_live_with_the_ecg_strip_and_manag
     # Live vitals arrive and change; the ECG strip draws samples and its pixels move.
     await page.wait_for_selector("dd[data-vital='Heart rate']")
     await page.wait_for_selector("dd[data-vital='Body temperature']")
+    first_temperature = await page.text_content("dd[data-vital='Body temperature']")
+    await page.wait_for_function(
+        "text => document.querySelector(\"dd[data-vital='Body temperature']\").textContent"
+        " !== text",
+        arg=first_temperature,
+    )  # the values change as the sensors send them
     canvas = page.locator("#ecg")
     await page.wait_for_function("Number(document.querySelector('#ecg').dataset.samples) > 250")
     first = await canvas.screenshot()
@@ -109,6 +116,8 @@ async def test_the_technician_sees_the_sensors_live_with_the_ecg_strip_and_manag
     )
     second = await canvas.screenshot()
     assert first != second, "the ECG strip moves"
+    await page.wait_for_function("Number(document.querySelector('#pleth').dataset.samples) > 50")
+    assert await page.is_visible("#pleth")
     # The gateway's facts and the checks (the radio as the running gateway sees it).
     await page.wait_for_function(
         "document.querySelector('#gateway').textContent.includes('Up for')"
@@ -164,3 +173,55 @@ async def test_a_clinician_is_refused_the_technician_page_and_actions(
               headers: {{'X-CSRF-Token': '{me["csrf_token"]}'}}}}).then(r => r.status)"""
     )
     assert status == 403
+
+
+async def test_the_technician_retries_what_the_fhir_server_refused(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """A FHIR server that refuses every Bundle (422) makes outbox items dead; the page's button
+    puts them back in the queue and the gateway sends them again."""
+    received: list[int] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}
+        return web.json_response(outcome, status=422)
+
+    server_app = web.Application()
+    server_app.router.add_post("/fhir", refuse)
+    runner = web.AppRunner(server_app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    directory = UserDirectory(tmp_path)
+    accounts = ensure_demo_users(directory, tmp_path)
+    directory.close()
+    try:
+        async with running_gateway(
+            tmp_path,
+            ["thermo"],
+            seed=22,
+            overrides={"thermo.interval_s": 1.0},
+            http={"enabled": True, "port": 0},
+            https={"base_url": f"http://127.0.0.1:{port}/fhir"},
+            assistant={"enabled": False},
+            patient={"reference": "Patient/7"},
+        ) as run:
+            store = run.gateway.store
+            assert store is not None
+            await wait_until(lambda: len(received) >= 2, 30, "refused Bundles")
+            base = f"http://127.0.0.1:{run.gateway.http_port}"
+            page = await (await browser.new_context(bypass_csp=True)).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            await log_in(page, base, accounts["technician"])
+            await page.wait_for_url(f"{base}/")
+            await page.wait_for_function("!document.querySelector('#retry-dead').disabled")
+            assert "refused" in (await page.text_content("#uplinks") or "")
+            before = len(received)
+            await page.click("#retry-dead")
+            said = "document.querySelector('#status').textContent"
+            await page.wait_for_function(f"{said}.includes('Retry refused items: done')")
+            await wait_until(lambda: len(received) > before, 30, "the Bundles sent again")
+    finally:
+        await runner.cleanup()

@@ -21,7 +21,8 @@ const state = {
   csrf: null,
   sensors: [],
   vitals: new Map(), // address -> Map(label -> {text, at})
-  ecg: { address: null, pending: [], trace: [], rate: 250, last: null, drawn: 0 },
+  ecg: null, // set below: newStrip() needs the function
+  pleth: null,
 };
 
 function $(id) {
@@ -194,27 +195,31 @@ function renderVitals() {
   }
 }
 
-// -- the ECG strip ---------------------------------------------------------------------------
+// -- the waveform strips: the ECG on ECG paper, a pleth scaled to fit ---------------------------
+
+function newStrip(canvasId, sourceId, ecgPaper) {
+  return { canvasId, sourceId, ecgPaper, address: null, pending: [], trace: [], rate: 250, last: null, drawn: 0 };
+}
 
 function isEcg(codes) {
   return codes.some((c) => /^1313[2-9]\d$/.test(c));
 }
 
 function onWaveform(event) {
-  if (!isEcg(event.codes)) return;
-  const ecg = state.ecg;
-  if (ecg.address === null) {
-    ecg.address = event.address;
+  const strip = isEcg(event.codes) ? state.ecg : state.pleth;
+  if (strip.address === null) {
+    strip.address = event.address;
     const sensor = state.sensors.find((s) => s.address === event.address);
-    $("ecg-source").textContent = sensor ? `— ${sensor.name}` : `— ${event.address}`;
+    $(strip.sourceId).textContent = sensor ? `— ${sensor.name}` : `— ${event.address}`;
+    $(strip.canvasId).closest("section").hidden = false;
   }
-  if (event.address !== ecg.address) return;
-  if (event.period_ms) ecg.rate = 1000 / event.period_ms;
+  if (event.address !== strip.address) return;
+  if (event.period_ms) strip.rate = 1000 / event.period_ms;
   const factor = Number(event.factor);
   const origin = Number(event.origin);
   for (const raw of String(event.data).trim().split(/\s+/)) {
     const sample = Number(raw);
-    ecg.pending.push(Number.isFinite(sample) ? origin + factor * sample : null);
+    strip.pending.push(Number.isFinite(sample) ? origin + factor * sample : null);
   }
 }
 
@@ -237,53 +242,73 @@ function drawGrid(context, width, height, pxPerMm) {
   }
 }
 
-function drawEcg(now) {
-  const ecg = state.ecg;
-  const canvas = $("ecg");
+function advance(strip, now, capacity) {
+  // Play the samples at their own rate; fall no more than a second behind (never drop: catch up).
+  if (strip.last === null) strip.last = now;
+  let due = Math.floor(((now - strip.last) / 1000) * strip.rate);
+  if (strip.pending.length > strip.rate) due = strip.pending.length - Math.floor(strip.rate / 2);
+  if (due > 0) {
+    strip.last = now;
+    const taken = strip.pending.splice(0, Math.min(due, strip.pending.length));
+    strip.trace.push(...taken);
+    strip.drawn += taken.length;
+    if (strip.trace.length > capacity) strip.trace.splice(0, strip.trace.length - capacity);
+  }
+}
+
+function drawStrip(strip, now) {
+  const canvas = $(strip.canvasId);
   const ratio = window.devicePixelRatio || 1;
-  const cssWidth = canvas.clientWidth;
-  if (canvas.width !== Math.round(cssWidth * ratio)) {
-    canvas.width = Math.round(cssWidth * ratio);
-    canvas.height = Math.round(240 * ratio);
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (!width || !height) return;
+  if (canvas.width !== Math.round(width * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
   }
   const context = canvas.getContext("2d");
   context.setTransform(ratio, 0, 0, ratio, 0, 0);
-  const width = cssWidth;
-  const height = 240;
   const pxPerMm = CSS_PX_PER_MM;
-  const capacity = Math.max(1, Math.floor((width / pxPerMm / MM_PER_S) * ecg.rate));
-  // Play the samples at their own rate; fall no more than a second behind (never drop: catch up).
-  if (ecg.last === null) ecg.last = now;
-  let due = Math.floor(((now - ecg.last) / 1000) * ecg.rate);
-  if (ecg.pending.length > ecg.rate) due = ecg.pending.length - Math.floor(ecg.rate / 2);
-  if (due > 0) {
-    ecg.last = now;
-    const taken = ecg.pending.splice(0, Math.min(due, ecg.pending.length));
-    ecg.trace.push(...taken);
-    ecg.drawn += taken.length;
-    if (ecg.trace.length > capacity) ecg.trace.splice(0, ecg.trace.length - capacity);
+  advance(strip, now, Math.max(1, Math.floor((width / pxPerMm / MM_PER_S) * strip.rate)));
+  const values = strip.trace.filter((v) => v !== null);
+  let scale; // px per unit
+  let middle;
+  if (strip.ecgPaper) {
+    drawGrid(context, width, height, pxPerMm);
+    scale = MM_PER_MV * pxPerMm;
+    middle = height / 2;
+  } else {
+    context.fillStyle = "#fff";
+    context.fillRect(0, 0, width, height);
+    const low = Math.min(...values, 0);
+    const high = Math.max(...values, 1);
+    scale = (height * 0.8) / (high - low || 1);
+    middle = height / 2 + ((high + low) / 2) * scale;
   }
-  drawGrid(context, width, height, pxPerMm);
-  context.strokeStyle = "#111";
+  context.strokeStyle = strip.ecgPaper ? "#111" : "#0b57d0";
   context.lineWidth = 1.5;
   context.beginPath();
-  const pxPerSample = (MM_PER_S * pxPerMm) / ecg.rate;
-  const middle = height / 2;
+  const pxPerSample = (MM_PER_S * pxPerMm) / strip.rate;
   let pen = false;
-  ecg.trace.forEach((mv, i) => {
-    if (mv === null) {
+  strip.trace.forEach((value, i) => {
+    if (value === null) {
       pen = false;
       return;
     }
     const x = i * pxPerSample;
-    const y = middle - mv * MM_PER_MV * pxPerMm;
+    const y = middle - value * scale;
     if (pen) context.lineTo(x, y);
     else context.moveTo(x, y);
     pen = true;
   });
   context.stroke();
-  canvas.dataset.samples = String(ecg.drawn);
-  requestAnimationFrame(drawEcg);
+  canvas.dataset.samples = String(strip.drawn);
+}
+
+function drawStrips(now) {
+  drawStrip(state.ecg, now);
+  drawStrip(state.pleth, now);
+  requestAnimationFrame(drawStrips);
 }
 
 // -- the gateway, its uplinks and its checks ---------------------------------------------------
@@ -389,6 +414,8 @@ function connect() {
 }
 
 async function start() {
+  state.ecg = newStrip("ecg", "ecg-source", true);
+  state.pleth = newStrip("pleth", "pleth-source", false);
   let me;
   try {
     me = await api("GET", "/api/me");
@@ -418,7 +445,7 @@ async function start() {
     }
   });
   connect();
-  requestAnimationFrame(drawEcg);
+  requestAnimationFrame(drawStrips);
   refreshGateway();
   setInterval(refreshGateway, 5000);
   runChecks();
