@@ -506,8 +506,8 @@ class Gateway:
         if self.forwarding is not None:
             uplinks = self.forwarding.status()
             for uplink in self.forwarding.uplinks:
-                connected = getattr(uplink, "connected", None)
-                uplinks[uplink.name]["connected"] = connected
+                uplinks[uplink.name]["connected"] = getattr(uplink, "connected", None)
+                uplinks[uplink.name]["since"] = getattr(uplink, "since", None)
         assistant = self.assistant.state if self.assistant is not None else "disabled"
         return {
             "gateway_id": self.identity.gateway_id,

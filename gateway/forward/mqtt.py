@@ -27,6 +27,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -209,6 +210,7 @@ class MqttConnection:
         self.changed = asyncio.Event()  # set at every connect, failed attempt and loss
         self._stopping = False
         self.last_error: str | None = None
+        self.since: float | None = None  # wall time of the last connect or loss (status page)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"mqtt-connect-{client_id}"
         )
@@ -319,6 +321,7 @@ class MqttConnection:
             session_present,
         )
         self._ready.set()
+        self.since = time.time()
         self.changed.set()
         self._connected(session_present)
 
@@ -442,6 +445,8 @@ class MqttConnection:
                 TransientDeliveryError(ErrorClass.NETWORK, f"connection closed: {text}")
             )
         was_ready = self._ready.is_set()
+        if was_ready:
+            self.since = time.time()
         self._ready.clear()
         self._lost.set()
         self.changed.set()

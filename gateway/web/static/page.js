@@ -357,7 +357,8 @@ async function refreshGateway() {
   ]);
   const rows = [];
   for (const [name, u] of Object.entries(g.uplinks)) {
-    const link = u.connected === null ? "" : u.connected ? "connected, " : "not connected, ";
+    const since = u.since ? ` since ${new Date(u.since * 1000).toLocaleTimeString()}` : "";
+    const link = u.connected === null || u.connected === undefined ? "" : u.connected ? `connected${since}, ` : `not connected${since}, `;
     rows.push([name.toUpperCase(), `${link}${u.delivered} delivered, ${u.dead} refused${u.last_error ? `; last error: ${u.last_error}` : ""}`]);
   }
   if (!rows.length) rows.push(["Uplinks", "none configured: readings stay on the gateway"]);
