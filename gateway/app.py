@@ -314,6 +314,7 @@ class Gateway:
     async def _serve_http(self, stack: AsyncExitStack) -> AsyncExitStack:
         """Serve the API now, the assistant ``"loading"`` (or ``"disabled"``); returns the stack
         the assistant's parts close on, closed after the server has stopped."""
+        from gateway.hosts import is_loopback
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
         from gateway.web.diagnostics import Diagnostics, setup_diagnostics
@@ -323,7 +324,7 @@ class Gateway:
         from gateway.web.sensors import setup_sensors
         from gateway.web.services import AssistantServices
         from gateway.web.status import setup_status
-        from gateway.web.tls import is_loopback, server_certificate
+        from gateway.web.tls import server_certificate
 
         settings = self.settings
         assert self.patients is not None

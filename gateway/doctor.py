@@ -198,7 +198,8 @@ def check_models(settings: Settings) -> Check:
 def check_tls(settings: Settings) -> Check:
     """The API's certificate: the configured one, or the self-signed one made at first start."""
     from gateway.errors import ConfigError
-    from gateway.web.tls import CERT_FILE, KEY_FILE, TLS_DIR, is_loopback, load_certificate
+    from gateway.hosts import is_loopback
+    from gateway.web.tls import CERT_FILE, KEY_FILE, TLS_DIR, load_certificate
 
     http = settings.http
     if http.tls_cert_file is not None and http.tls_key_file is not None:

@@ -5,17 +5,12 @@ answers of timedatectl/systemctl where they do not."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from gateway.cli import app
@@ -30,6 +25,7 @@ from gateway.doctor import (
     check_timezone,
     check_watchdog,
 )
+from gateway.web.tls import make_self_signed
 from tests.processes import bedside_sim, free_port
 
 MIB = 2**20
@@ -107,31 +103,8 @@ def test_the_time_zone_check() -> None:
 
 
 def certificate(tmp_path: Path, days: int) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / f"cert{days}.pem", tmp_path / f"key{days}.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    made = make_self_signed(tmp_path / f"cert{days}", "localhost", days=days)
+    return made.cert_file, made.key_file
 
 
 async def tls_server(cert: Path, key: Path) -> AsyncIterator[int]:

@@ -6,7 +6,6 @@ that names the setting and says what was expected.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Self
@@ -22,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from gateway.hosts import is_loopback
 
 MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}  # IANA registered ports for MQTT / MQTT over TLS
 _TOPIC_LEVEL = re.compile(r"[^/+#\x00]+")  # MQTT 5 §4.7: no wildcards, no separators, no NUL
@@ -136,15 +137,6 @@ class MqttSettings(_TlsFiles):
         return urlsplit(self.url).scheme == "mqtts"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class HttpsSettings(_TlsFiles):
     """The HTTPS uplink: FHIR transaction Bundles POSTed to a FHIR base URL."""
 
@@ -158,7 +150,7 @@ class HttpsSettings(_TlsFiles):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"{value!r}: expected an https:// FHIR base URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
                 f"{value!r}: plain http is only allowed to a loopback host; use https://"
             )

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import ConfigError
+from gateway.hosts import is_loopback
 from gateway.paths import write_private_file
 
 if TYPE_CHECKING:
@@ -33,15 +34,6 @@ TLS_DIR: Final = "tls"
 CERT_FILE: Final = "cert.pem"
 KEY_FILE: Final = "key.pem"
 VALID_DAYS: Final = 825  # the longest validity browsers accept for a server certificate
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +84,7 @@ def _names(host: str) -> list[x509.GeneralName]:
     return names
 
 
-def make_self_signed(directory: Path, host: str) -> ServerCertificate:
+def make_self_signed(directory: Path, host: str, *, days: int = VALID_DAYS) -> ServerCertificate:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Bedside Gateway {host}")])
     now = dt.datetime.now(dt.UTC)
@@ -103,7 +95,7 @@ def make_self_signed(directory: Path, host: str) -> ServerCertificate:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(_names(host)), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
