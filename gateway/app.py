@@ -420,6 +420,7 @@ class Gateway:
         engine = Engine(settings.assistant, data_dir=self.data_dir, progress=False)
         engine.on_finished = self.metrics.observe_finished
         await engine.start()
+        self.metrics.queued = lambda: engine.queued
         stack.push_async_callback(engine.close)
         retriever = await stack.enter_async_context(Retriever(self.data_dir, settings.rag))
         embedder = Embedder.from_settings(settings.rag)

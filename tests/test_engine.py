@@ -419,6 +419,7 @@ async def test_concurrent_requests_run_one_after_the_other(engine: Engine) -> No
         *(engine.complete(chat(f"Patient {i}."), max_tokens=5, grammar=LONG) for i in range(3))
     )
     assert [r.usage.completion_tokens for r in results] == [5, 5, 5]
+    assert engine.queued == 0  # every request was taken off the queue
     assert [r.usage.prompt_tokens for r in results] == [
         len(engine.tokenize(chat(f"Patient {i}."))) for i in range(3)
     ]

@@ -78,6 +78,7 @@ def test_assistant_requests_count_tokens_and_time_to_first_token() -> None:
         Finished("stop", Usage(120, 20, 30), None, "text", queued_s=0.1, prompt_s=0.2, decode_s=1)
     )
     metrics.observe_finished(Finished("cancelled", Usage(0, 0, 0), None, ""))
+    metrics.queued = lambda: 2
     parsed = samples(generate_latest(metrics.registry).decode())
     assert value(parsed, "bedside_assistant_requests_total", finish_reason="stop") == 1
     assert value(parsed, "bedside_assistant_requests_total", finish_reason="cancelled") == 1
@@ -85,4 +86,5 @@ def test_assistant_requests_count_tokens_and_time_to_first_token() -> None:
     assert value(parsed, "bedside_assistant_prompt_tokens_evaluated_total") == 20
     assert value(parsed, "bedside_assistant_completion_tokens_total") == 30
     assert value(parsed, "bedside_assistant_time_to_first_token_seconds_count") == 1
+    assert value(parsed, "bedside_assistant_queue_depth") == 2
     assert value(parsed, "bedside_assistant_time_to_first_token_seconds_sum") == pytest.approx(0.3)

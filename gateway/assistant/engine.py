@@ -269,6 +269,12 @@ class Engine:
         thread.jobs.put(request)
         return Generation(request, loop.time() + timeout_s + TIMEOUT_GRACE_S)
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the engine thread (the one it runs not counted)."""
+        thread = self._thread
+        return thread.jobs.qsize() if thread is not None else 0
+
     async def complete(self, prompt: str | list[int], **options: Any) -> Finished:
         """Run a request to its end; :attr:`Finished.text` holds all its text."""
         async with self.stream(prompt, **options) as generation:

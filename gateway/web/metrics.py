@@ -41,6 +41,7 @@ class GatewayMetrics:
         self.manager: SensorManager | None = None
         self.forwarding: Forwarding | None = None
         self.live: LiveHub | None = None
+        self.queued: Callable[[], int] | None = None  # the assistant's waiting requests
         self.outbox: OutboxStats | None = None  # refreshed before each scrape
         self.latency = Histogram(
             "bedside_notification_to_stored_seconds",
@@ -129,6 +130,12 @@ class _Running(Collector):
         yield from self._sensors()
         yield from self._uplinks()
         yield from self._outbox()
+        if self._metrics.queued is not None:
+            queue = GaugeMetricFamily(
+                "bedside_assistant_queue_depth", "Requests waiting for the assistant's engine."
+            )
+            queue.add_metric([], self._metrics.queued())
+            yield queue
         if self._metrics.live is not None:
             clients = GaugeMetricFamily(
                 "bedside_live_clients", "Pages connected to the live stream."
