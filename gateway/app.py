@@ -382,32 +382,17 @@ class Gateway:
         if announce is None:
             announce = not is_loopback(settings.http.host)
         if announce:
-            await self._advertise(stack)
+            from gateway.web.advertise import announce_on_lan
+
+            await announce_on_lan(
+                stack,
+                gateway_id=self.identity.gateway_id,
+                host=settings.http.host,
+                port=self.http_port,
+                key_id=self.key_id,
+                tls_fingerprint=self.tls.fingerprint if self.tls is not None else None,
+            )
         return models
-
-    async def _advertise(self, stack: AsyncExitStack) -> None:
-        """Announce the page on the LAN (zeroconf); a network without multicast only warns."""
-        from gateway.web.advertise import Advertisement, txt_records
-
-        assert self.http_port is not None
-        advertisement = Advertisement(
-            gateway_id=self.identity.gateway_id,
-            host=self.settings.http.host,
-            port=self.http_port,
-            properties=txt_records(
-                self.identity.gateway_id,
-                __version__,
-                self.key_id,
-                self.tls.fingerprint if self.tls is not None else None,
-            ),
-            tls=self.tls is not None,
-        )
-        try:
-            await stack.enter_async_context(advertisement)
-        except (OSError, RuntimeError) as exc:
-            log.warning("cannot announce the gateway on the LAN (zeroconf): %s", exc)
-            return
-        log.info("announced as %s._bedside._tcp.local.", self.identity.gateway_id)
 
     async def load_models(self, stack: AsyncExitStack) -> AssistantParts:
         """The configured engine, retriever and embedder, loaded (seconds each, in threads)."""

@@ -11,15 +11,20 @@ signing key's thumbprint), ``tls`` (the certificate's SHA-256 fingerprint, empty
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final
 
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
+from gateway import __version__
+
 if TYPE_CHECKING:
     from types import TracebackType
+
+log = logging.getLogger(__name__)
 
 SERVICE: Final = "_bedside._tcp.local."
 HTTPS_SERVICE: Final = "_https._tcp.local."
@@ -106,3 +111,28 @@ class Advertisement(AbstractAsyncContextManager["Advertisement"]):
             await self._zeroconf.async_unregister_service(info)
         await self._zeroconf.async_close()
         self._zeroconf = None
+
+
+async def announce_on_lan(
+    stack: AsyncExitStack,
+    *,
+    gateway_id: str,
+    host: str,
+    port: int,
+    key_id: str | None,
+    tls_fingerprint: str | None,
+) -> None:
+    """Announce the page for the life of ``stack``; a network without multicast only warns."""
+    advertisement = Advertisement(
+        gateway_id=gateway_id,
+        host=host,
+        port=port,
+        properties=txt_records(gateway_id, __version__, key_id, tls_fingerprint),
+        tls=tls_fingerprint is not None,
+    )
+    try:
+        await stack.enter_async_context(advertisement)
+    except (OSError, RuntimeError) as exc:
+        log.warning("cannot announce the gateway on the LAN (zeroconf): %s", exc)
+        return
+    log.info("announced as %s.%s", gateway_id, SERVICE)
