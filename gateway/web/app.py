@@ -52,6 +52,7 @@ from gateway.web.services import (
     HealthCheck,
 )
 from gateway.web.settings import DEFAULT_HOST, DEFAULT_MAX_BODY, DEFAULT_PORT, HttpSettings
+from gateway.web.sse import STREAMING
 
 if TYPE_CHECKING:
     from gateway.assistant.engine import Engine
@@ -122,6 +123,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
+        if request.get(STREAMING):  # the headers are out: end the stream, write nothing more
+            raise
         return error_response(500, "internal error; the gateway log has the details")
 
 

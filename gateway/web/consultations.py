@@ -46,7 +46,7 @@ from gateway.assistant.errors import EngineClosedError, EngineError, EngineTimeo
 from gateway.fhir import jsonio
 from gateway.web.errors import ApiError, StrictBody, parse_body
 from gateway.web.services import ASSISTANT
-from gateway.web.sse import SSE_HEADERS, sse_frame
+from gateway.web.sse import sse_frame, start_stream
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     except ConsultationError as exc:
         raise api_error(exc) from exc
     async with reply:
-        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-        await response.prepare(request)
+        response = await start_stream(request)
         try:
             async for event in reply:
                 await response.write(_sse(event.name, event.data()))

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from gateway.fhir import jsonio
 from gateway.fhir.read import display_value, observation_codes
-from gateway.web.sse import SSE_HEADERS, sse_frame
+from gateway.web.sse import sse_frame, start_stream
 
 if TYPE_CHECKING:
     from gateway.ble.measure import ObservationEvent
@@ -76,8 +76,7 @@ class LiveHub:
         )
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers=SSE_HEADERS)
-        await response.prepare(request)
+        response = await start_stream(request)
         client = _Client()
         self._clients.add(client)
         try:

@@ -39,7 +39,7 @@ from gateway.assistant.stream import Finished, StreamEvent, TextPiece
 from gateway.web.errors import ApiError, compact_json, parse_body
 from gateway.web.openai_models import ChatCompletionRequest, ChatMessage, EmbeddingRequest
 from gateway.web.services import ASSISTANT, STARTED_AT
-from gateway.web.sse import SSE_HEADERS, sse_frame
+from gateway.web.sse import sse_frame, start_stream
 
 if TYPE_CHECKING:
     from gateway.assistant.engine import Engine
@@ -279,8 +279,7 @@ async def _stream_chat(
             event = await anext(generation)
         except EngineError as exc:
             raise _engine_error(exc) from exc
-        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-        await response.prepare(request)
+        response = await start_stream(request)
 
         def sse(data: object) -> bytes:
             return sse_frame(data if isinstance(data, str) else compact_json(data))
