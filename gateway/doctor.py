@@ -21,7 +21,7 @@ import ssl
 import stat
 import subprocess
 import zoneinfo
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -81,11 +81,12 @@ async def check_radio(settings: Settings) -> Check:
     return Check("radio", Level.OK, f"{transport}: scanning, {len(seen)} device(s) in {SCAN_S:g} s")
 
 
-def radio_status(state: str, reason: str, transport: str) -> Check:
-    """The running gateway's radio, as /healthz reports it."""
+def radio_status(radio: Mapping[str, Any]) -> Check:
+    """The running gateway's radio, as /healthz reports it (``RadioStatus.as_json()``)."""
+    transport, state = radio.get("transport"), radio.get("state")
     if state == "up":
         return Check("radio", Level.OK, f"{transport}: up and scanning")
-    return Check("radio", Level.FAIL, reason or f"{transport}: {state}")
+    return Check("radio", Level.FAIL, str(radio.get("reason") or f"{transport}: {state}"))
 
 
 def check_clock(run: Callable[[list[str]], str | None] | None = None) -> Check:
@@ -329,17 +330,9 @@ def _run(argv: list[str]) -> str | None:
 # -- all of them -------------------------------------------------------------------------------
 
 
-async def run_checks(
-    settings: Settings, *, radio: Awaitable[Check] | Check | None = None
-) -> list[Check]:
+async def run_checks(settings: Settings, *, radio: Check | None = None) -> list[Check]:
     """Every check; ``radio`` replaces opening the radio (the running gateway's own state)."""
-    checks: list[Check] = []
-    if radio is None:
-        checks.append(await check_radio(settings))
-    elif isinstance(radio, Check):
-        checks.append(radio)
-    else:
-        checks.append(await radio)
+    checks: list[Check] = [radio if radio is not None else await check_radio(settings)]
     checks.append(await asyncio.to_thread(check_clock))
     checks.append(check_data_dir(settings.data_dir, settings.outbox.quota_bytes))
     checks.append(check_key(settings.data_dir))

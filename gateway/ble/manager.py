@@ -58,7 +58,7 @@ SWEEP_MAX_S: Final = 30.0
 class Sighting:
     """The last advertisement of a sensor that matches a profile."""
 
-    kind: str
+    profile: DeviceProfile
     name: str
     rssi: int | None
     at: float  # time.monotonic()
@@ -127,6 +127,11 @@ class SensorManager:
 
     def statuses(self) -> list[SessionStatus]:
         return [s.status for s in self._sessions.values()]
+
+    def rssi(self, address: str) -> int | None:
+        """The signal of the sensor's last advertisement (dBm), if one was seen."""
+        seen = self._sightings.get(address.upper())
+        return seen.rssi if seen is not None else None
 
     def session(self, address: str) -> DeviceSession | None:
         return self._sessions.get(address.upper())
@@ -203,7 +208,7 @@ class SensorManager:
         profile = self._profile_for(adv)
         if profile is not None:
             self._sightings[address] = Sighting(
-                profile.kind, device.name or address, adv.rssi, time.monotonic()
+                profile, device.name or address, adv.rssi, time.monotonic()
             )
         self._start_session(address, profile)
 
@@ -263,10 +268,7 @@ class SensorManager:
         address = check_address(address)
         changed = self.registry.accept(address)
         seen = self._sightings.get(address)
-        profile = None
-        if seen is not None:
-            profile = next((p for p in self.profiles.values() if p.kind == seen.kind), None)
-        self._start_session(address, profile)
+        self._start_session(address, seen.profile if seen is not None else None)
         return changed
 
     async def forget(self, address: str) -> bool:
@@ -297,7 +299,7 @@ class SensorManager:
             status = session.status if session is not None else None
             row: dict[str, Any] = {
                 "address": address,
-                "kind": status.kind if status is not None else seen.kind if seen else None,
+                "kind": status.kind if status is not None else seen.profile.kind if seen else None,
                 "name": status.name if status is not None else seen.name if seen else address,
                 "accepted": self.registry.source(address),
                 "state": str(status.state) if status is not None else "not accepted",
@@ -342,7 +344,7 @@ class SensorManager:
             for address, session in list(self._sessions.items()):
                 seen = self._sightings.get(address)
                 last = seen.at if seen is not None else None
-                if session.status.state in LINKED_STATES:  # lost, or trying to reconnect
+                if session.status.state in LINKED_STATES:  # only lost or reconnecting ones go
                     continue
                 if last is not None and now - last < after_s:
                     continue
@@ -382,7 +384,11 @@ class SensorManager:
 
 def _last_seen(now: float, seen: Sighting | None, status: SessionStatus | None) -> float | None:
     """Seconds since the sensor was last heard: an advertisement, or a value on its link."""
-    heard = [t for t in (seen.at if seen else None, status.last_value_at if status else None) if t]
+    heard = [
+        t
+        for t in (seen.at if seen else None, status.last_value_at if status else None)
+        if t is not None
+    ]
     return round(now - max(heard), 1) if heard else None
 
 

@@ -100,27 +100,11 @@ PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
 def route_key(request: web.Request) -> tuple[str, str]:
-    """(method, the route's pattern as registered, without regex parts): a key of the table."""
+    """(method, the route's pattern as registered: ``canonical`` drops regex parts): a key of
+    the table; HEAD is answered as GET."""
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else request.path
-    return request.method if request.method != "HEAD" else "GET", _plain(canonical)
-
-
-def _plain(pattern: str) -> str:
-    """``/v1/models/{model:.+}`` → ``/v1/models/{model}``."""
-    out, depth, skipping = [], 0, False
-    for char in pattern:
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            skipping = False
-        elif char == ":" and depth == 1:
-            skipping = True
-            continue
-        if not skipping:
-            out.append(char)
-    return "".join(out)
+    return request.method if request.method != "HEAD" else "GET", canonical
 
 
 def _unauthorized(message: str, *, given: bool) -> web.Response:

@@ -113,11 +113,7 @@ class Diagnostics:
     async def bundle(self) -> bytes:
         from prometheus_client import generate_latest
 
-        radio = None
-        if self.radio is not None:
-            now = self.radio()
-            reason = str(now.get("reason") or "")
-            radio = radio_status(str(now.get("state")), reason, str(now.get("transport")))
+        radio = radio_status(self.radio()) if self.radio is not None else None
         checks = await run_checks(self.settings, radio=radio)
         state = dict(await self.state())
         if isinstance(state.get("patient"), Mapping):

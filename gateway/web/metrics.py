@@ -171,14 +171,13 @@ class _Running(Collector):
                 ("undated", "Readings kept but not sent: no true date."),
             )
         }
-        rows = {row["address"]: row for row in manager.sensors()}
         for status in manager.statuses():
             labels = [status.address, status.kind, status.name]
             up.add_metric(labels, 1.0 if str(status.state) == "streaming" else 0.0)
             state.add_metric([*labels, str(status.state)], 1.0)
             if status.battery is not None:
                 battery.add_metric(labels, status.battery)
-            seen = rows.get(status.address, {}).get("rssi")
+            seen = manager.rssi(status.address)
             if seen is not None:
                 rssi.add_metric(labels, seen)
             for name, family in counters.items():

@@ -30,11 +30,7 @@ def _json(data: object) -> web.Response:
 
 async def doctor(request: web.Request) -> web.Response:
     settings, manager, _ = request.app[STATUS]
-    radio = None
-    if manager is not None:
-        now = manager.radio.as_json()
-        reason = str(now.get("reason") or "")
-        radio = radio_status(str(now.get("state")), reason, str(now.get("transport")))
+    radio = radio_status(manager.radio.as_json()) if manager is not None else None
     checks = await run_checks(settings, radio=radio)
     return _json({"checks": [c.as_json() for c in checks]})
 
