@@ -31,10 +31,14 @@ from gateway.assistant.consultation import (
 from gateway.assistant.engine import Engine
 from gateway.assistant.grammars import json_schema
 from gateway.assistant.report import (
+    PASSAGE_SYSTEM,
+    PROMPT_SYSTEM,
     REPORT_ORDER,
     UNSUPPORTED_NUMBER_EXTENSION,
+    Citation,
     DraftInputs,
     Finding,
+    MedicationCheck,
     MedicationProposal,
     ModelIdentity,
     ReportContent,
@@ -42,6 +46,7 @@ from gateway.assistant.report import (
     UnsupportedNumber,
     build_draft,
     fallback_schema,
+    medication_check,
     observation_values,
     parse_report,
     report_schema,
@@ -52,6 +57,7 @@ from gateway.config import load_settings
 from gateway.fhir import jsonio
 from gateway.fhir.observation import PatientRef
 from gateway.fhir.resource import MappedResource
+from gateway.fhir.transparency import AI_PROVENANCE_PROFILE, ai_labels
 from gateway.forward.signing import Signer, SigningKey, verify_bundle
 from gateway.store.aio import AsyncStore
 from gateway.store.models import TopicKind
@@ -204,6 +210,9 @@ def test_draft_bundle_is_valid_fhir_and_flags_invented_numbers() -> None:
         started=NOW,
         issued=NOW + dt.timedelta(minutes=5),
         patient=PatientRef("Patient/p1"),
+        checks=[MedicationCheck(True, source="formulary.md § 2")],
+        citations=[Citation("formulary.md § 2", "17")],
+        prompt_version="sha256:0123456789abcdef",
     )
     draft = build_draft(inputs)
     by_url = validate_resources(draft.bundle)
@@ -211,7 +220,8 @@ def test_draft_bundle_is_valid_fhir_and_flags_invented_numbers() -> None:
     assert all(e["request"]["method"] == "POST" for e in draft.bundle["entry"])
 
     (report,) = of_type(by_url, "DiagnosticReport")
-    assert report["status"] == "preliminary"
+    assert report["status"] == "partial"  # unverified (docs/architecture.md)
+    assert ai_labels(report) == ["AIAST"]
     assert report["code"]["coding"] == [
         {"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}
     ]
@@ -232,10 +242,20 @@ def test_draft_bundle_is_valid_fhir_and_flags_invented_numbers() -> None:
 
     (proposal,) = of_type(by_url, "MedicationRequest")
     assert (proposal["status"], proposal["intent"]) == ("draft", "proposal")
+    assert ai_labels(proposal) == ["AIAST"]
+    assert medication_check(proposal) == {"verified": True, "source": "formulary.md § 2"}
     assert proposal["dosageInstruction"] == [{"text": "500 mg every 6 h"}]
     assert proposal["requester"]["reference"] in by_url
 
     (provenance,) = of_type(by_url, "Provenance")
+    assert provenance["meta"]["profile"] == [AI_PROVENANCE_PROFILE]
+    sources = [e["what"] for e in provenance["entity"]]
+    assert [w.get("reference") for w in sources[:2]] == [hr.full_url, spo2.full_url]
+    assert sources[2] == {
+        "identifier": {"system": PASSAGE_SYSTEM, "value": "17"},
+        "display": "formulary.md § 2",
+    }
+    assert sources[3]["identifier"] == {"system": PROMPT_SYSTEM, "value": "sha256:0123456789abcdef"}
     targets = {t["reference"] for t in provenance["target"]}
     assert targets == {
         url

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ REPORT_REQUEST: Final = (
     'measurements, its LOINC "code"), optional "medications" proposed (each with "text" and '
     '"dose"). Use only the measured values listed here: {values}.'
 )
+LIMIT_MESSAGE: Final = (
+    "No more measurements in this reply (at most {limit}); answer with the observations you have."
+)
+SOURCES_HEADING: Final = "Sources (cite them as [n]):"
 NO_VALUES: Final = "none were measured"
 NONE_LISTED: Final = "- none"
 
@@ -152,7 +157,7 @@ def sources_text(sources: Sequence[SourceLine]) -> str:
     blocks = [
         f"[{s.number}] {neutralise(s.citation)}\n{neutralise(s.text).strip()}" for s in sources
     ]
-    return "Sources (cite them as [n]):\n" + "\n".join(blocks)
+    return f"{SOURCES_HEADING}\n" + "\n".join(blocks)
 
 
 def system_prompt(
@@ -194,13 +199,32 @@ def unavailable_message(code: str, reason: str) -> str:
 
 def limit_message(limit: int) -> str:
     """The user turn after the model asked for more than ``limit`` measurements in one reply."""
-    return (
-        f"No more measurements in this reply (at most {limit}); answer with the observations "
-        "you have."
-    )
+    return LIMIT_MESSAGE.format(limit=limit)
 
 
 def report_request(values: Sequence[ObservationLine]) -> str:
     """The user turn that asks for the draft report (JSON, grammar-constrained)."""
     listing = "; ".join(observation_text(v) for v in values) or NO_VALUES
     return REPORT_REQUEST.format(values=listing)
+
+
+# -- what the gateway itself writes into the prompt ------------------------------------------------
+
+GATEWAY_TEXTS: Final = (
+    INSTRUCTIONS,
+    PROTOCOL,
+    REPORT_REQUEST,
+    LIMIT_MESSAGE,
+    SOURCES_HEADING,
+    "Observation {code} unavailable: {reason}",
+)
+"""The gateway's own sentences (``{…}`` marks what is filled in): a reply that copies them is no
+clinical content (:mod:`gateway.assistant.guards`)."""
+
+
+@functools.cache
+def prompt_version() -> str:
+    """``sha256:`` and 16 hex digits of the gateway's prompt templates: a draft's Provenance
+    names the prompt it was written with, and any change of wording changes it."""
+    digest = hashlib.sha256("\x1e".join(GATEWAY_TEXTS).encode("utf-8")).hexdigest()
+    return f"sha256:{digest[:16]}"

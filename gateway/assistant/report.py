@@ -6,19 +6,25 @@ grammar): ``{"conclusion": str, "findings"?: [{"code"?, "text"}], "medications"?
 "dose"?}]}`` with bounded lengths, finding codes limited to the LOINC codes measured in the
 consultation. :func:`build_draft` makes the transaction Bundle:
 
-- ``DiagnosticReport``: status ``preliminary``; code LOINC 11488-4 "Consult note" (a consultation
-  summary is a consult note: LOINC's document ontology names that kind of document for the
-  outcome of a consultation; 11526-1 is a pathology study, which this is not); ``subject`` the
-  patient assigned when the report is drafted (docs/contracts.md, "Patient");
+- ``DiagnosticReport``: status ``partial`` (R4: "data in the report may be incomplete and/or
+  unverified": nobody has verified it yet; ``preliminary`` means *verified* early results);
+  labelled AI-asserted (:mod:`gateway.fhir.transparency`); code LOINC 11488-4 "Consult note"
+  (a consultation summary is a consult note: LOINC's document ontology names that kind of
+  document for the outcome of a consultation; 11526-1 is a pathology study, which this is not);
+  ``subject`` the patient assigned when the report is drafted (docs/contracts.md, "Patient");
   ``effectivePeriod`` the consultation's span; ``result`` exactly the Observations obtained or
   used in the consultation; ``conclusion`` the model's text; findings as
   ``conclusionCode`` (text, and the LOINC code of the measurement a finding concerns).
 - Every number in the conclusion or a finding that is not the value of one of those Observations
   is flagged with the extension :data:`UNSUPPORTED_NUMBER_EXTENSION` (R4's DiagnosticReport has no
   ``note``): the report must not invent measurements, and a reviewer sees which numbers to check.
-- ``MedicationRequest`` per proposal: status ``draft``, intent ``proposal``, requester the model.
-- ``Provenance``: targets the report and the proposals; agents the model (author, a ``Device``
-  named with its file's sha256) and the gateway (assembler); entities the Observations (source).
+- ``MedicationRequest`` per proposal: status ``draft``, intent ``proposal``, requester the model,
+  labelled AI-asserted, with the :data:`MEDICATION_CHECK_EXTENSION` saying whether the proposal
+  was found in the retrieved documents (:mod:`gateway.assistant.guards`) and where, or why not.
+- ``Provenance`` (AI Transparency's ``AI-Provenance`` profile): targets the report and the
+  proposals; agents the model (author, a ``Device`` named with its file's sha256) and the gateway
+  (assembler); entities the Observations, the retrieved passages cited in the consultation and the
+  prompt templates' version (all ``source``).
 - The gateway's, the model's and the sensors' ``Device`` resources, so that every reference
   resolves inside the Bundle.
 """
@@ -41,6 +47,7 @@ from gateway.fhir.codes import LOINC_SYSTEM
 from gateway.fhir.device import GatewayInfo, gateway_device
 from gateway.fhir.observation import PatientRef
 from gateway.fhir.resource import MappedResource, fhir_datetime, search_token, urn_for
+from gateway.fhir.transparency import AI_ASSERTED, AI_PROVENANCE_PROFILE
 
 # -- the project's FHIR namespace (extensions and identifier systems defined here) -----------------
 NAMESPACE: Final = "https://bedside-gateway.example/fhir"
@@ -49,11 +56,14 @@ CONSULTATION_SYSTEM: Final = f"{NAMESPACE}/sid/consultation"
 MEDICATION_PROPOSAL_SYSTEM: Final = f"{NAMESPACE}/sid/medication-proposal"
 PROVENANCE_SYSTEM: Final = f"{NAMESPACE}/sid/draft-provenance"
 MODEL_SHA256_SYSTEM: Final = f"{NAMESPACE}/sid/model-sha256"
+MEDICATION_CHECK_EXTENSION: Final = f"{NAMESPACE}/StructureDefinition/medication-check"
+PASSAGE_SYSTEM: Final = f"{NAMESPACE}/sid/rag-chunk"
+PROMPT_SYSTEM: Final = f"{NAMESPACE}/sid/prompt-templates"
 
 # -- codes (FHIR R4 value sets) --------------------------------------------------------------------
 REPORT_CODE: Final = {"system": LOINC_SYSTEM, "code": "11488-4", "display": "Consult note"}
 REPORT_TEXT: Final = "Draft consultation report (bedside assistant)"
-REPORT_STATUS: Final = "preliminary"  # R4 diagnostic-report-status
+REPORT_STATUS: Final = "partial"  # R4 diagnostic-report-status: unverified
 MEDICATION_STATUS: Final = "draft"  # R4 medicationrequest-status
 MEDICATION_INTENT: Final = "proposal"  # R4 medicationrequest-intent
 PARTICIPANT_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
@@ -103,6 +113,23 @@ class Finding:
 class MedicationProposal:
     text: str
     dose: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationCheck:
+    """Whether a proposal was found in the retrieved documents: where (a citation), or why not."""
+
+    verified: bool
+    source: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A retrieved passage a consultation cited: its citation text and chunk id in the index."""
+
+    citation: str
+    chunk_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +355,9 @@ class DraftInputs:
     issued: dt.datetime
     devices: Sequence[MappedResource] = ()  # the sensors' Devices the Observations reference
     patient: PatientRef | None = None
+    checks: Sequence[MedicationCheck] = ()  # one per content.medications (none: unchecked)
+    citations: Sequence[Citation] = ()
+    prompt_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +406,41 @@ def _participant(code: str) -> dict[str, Any]:
     return {"coding": [{"system": PARTICIPANT_SYSTEM, "code": code, "display": PARTICIPANT[code]}]}
 
 
+UNCHECKED: Final = MedicationCheck(False, reason="not checked against any document")
+
+
+def _check(inputs: DraftInputs, index: int) -> MedicationCheck:
+    return inputs.checks[index] if index < len(inputs.checks) else UNCHECKED
+
+
+def medication_check_extension(check: MedicationCheck) -> dict[str, Any]:
+    """The MedicationRequest extension: ``verified`` and its ``source`` citation or ``reason``."""
+    parts: list[dict[str, Any]] = [{"url": "verified", "valueBoolean": check.verified}]
+    if check.source is not None:
+        parts.append({"url": "source", "valueString": check.source})
+    if check.reason is not None:
+        parts.append({"url": "reason", "valueString": check.reason})
+    return {"url": MEDICATION_CHECK_EXTENSION, "extension": parts}
+
+
+def medication_check(request: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"verified", "source"?, "reason"?}`` from a MedicationRequest's check extension."""
+    for extension in request.get("extension", []):
+        if extension.get("url") == MEDICATION_CHECK_EXTENSION:
+            return {
+                part["url"]: next(v for k, v in part.items() if k.startswith("value"))
+                for part in extension.get("extension", [])
+            }
+    return None
+
+
+def _citation_entity(citation: Citation) -> dict[str, Any]:
+    what: dict[str, Any] = {"display": citation.citation}
+    if citation.chunk_id is not None:
+        what = {"identifier": {"system": PASSAGE_SYSTEM, "value": citation.chunk_id}} | what
+    return {"role": "source", "what": what}
+
+
 def build_draft(inputs: DraftInputs) -> Draft:
     """The draft's transaction Bundle (unsigned); see the module text for its resources."""
     cid = inputs.consultation_id
@@ -385,7 +450,10 @@ def build_draft(inputs: DraftInputs) -> Draft:
     subject = {"reference": inputs.patient.reference} if inputs.patient is not None else None
     flags = draft_flags(inputs)
 
-    report: dict[str, Any] = {"resourceType": "DiagnosticReport"}
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "meta": {"security": [dict(AI_ASSERTED)]},
+    }
     if flags:
         report["extension"] = [flag_extension(f) for f in flags]
     report["identifier"] = [{"system": CONSULTATION_SYSTEM, "value": cid}]
@@ -409,6 +477,8 @@ def build_draft(inputs: DraftInputs) -> Draft:
         key = f"{cid}-{number}"
         request: dict[str, Any] = {
             "resourceType": "MedicationRequest",
+            "meta": {"security": [dict(AI_ASSERTED)]},
+            "extension": [medication_check_extension(_check(inputs, number - 1))],
             "identifier": [{"system": MEDICATION_PROPOSAL_SYSTEM, "value": key}],
             "status": MEDICATION_STATUS,
             "intent": MEDICATION_INTENT,
@@ -430,6 +500,7 @@ def build_draft(inputs: DraftInputs) -> Draft:
 
     provenance: dict[str, Any] = {
         "resourceType": "Provenance",
+        "meta": {"profile": [AI_PROVENANCE_PROFILE]},
         "target": [{"reference": r.full_url} for r in (report_entry, *proposals)],
         "recorded": issued,
         "activity": {"coding": [dict(DATA_OPERATION)]},
@@ -438,10 +509,20 @@ def build_draft(inputs: DraftInputs) -> Draft:
             {"type": _participant("assembler"), "who": {"reference": gateway.full_url}},
         ],
     }
-    if inputs.observations:
-        provenance["entity"] = [
-            {"role": "source", "what": {"reference": o.full_url}} for o in inputs.observations
-        ]
+    entities = [{"role": "source", "what": {"reference": o.full_url}} for o in inputs.observations]
+    entities += [_citation_entity(c) for c in inputs.citations]
+    if inputs.prompt_version is not None:
+        entities.append(
+            {
+                "role": "source",
+                "what": {
+                    "identifier": {"system": PROMPT_SYSTEM, "value": inputs.prompt_version},
+                    "display": "the gateway's prompt templates",
+                },
+            }
+        )
+    if entities:
+        provenance["entity"] = entities
     provenance_entry = MappedResource(urn_for(PROVENANCE_SYSTEM, cid), provenance)
 
     bundle = transaction_bundle(

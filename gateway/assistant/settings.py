@@ -113,6 +113,9 @@ class ConsultationSettings(BaseModel):
     top_p: float = Field(default=0.95, gt=0, le=1)
     seed: int | None = Field(default=None, ge=0)
     retrieval_k: int = Field(default=4, ge=0, description="passages per message (0: none)")
+    formulary_k: int = Field(
+        default=3, ge=1, description="passages retrieved per proposed medication to check it"
+    )
     retrieval_threshold: float | None = Field(
         default=None, description="cosine threshold (None: the retriever's, 0.35)"
     )

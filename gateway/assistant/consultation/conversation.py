@@ -45,6 +45,7 @@ from gateway.assistant.consultation.ports import DraftStore, RetrieverLike, Sens
 from gateway.assistant.engine import Engine
 from gateway.assistant.errors import ContextOverflowError, EngineTimeoutError
 from gateway.assistant.grammars import any_code_completion, forced_tag, tag_completion
+from gateway.assistant.guards import PassageText
 from gateway.assistant.prompts import (
     CLOSE_MODEL_TURN,
     OPEN_TAG,
@@ -60,6 +61,7 @@ from gateway.assistant.prompts import (
     unavailable_message,
     user_turn,
 )
+from gateway.assistant.report import Citation
 from gateway.assistant.settings import ConsultationSettings
 from gateway.assistant.stream import Finished, Generation, TextPiece
 from gateway.ble.errors import MeasureFailure, SensorError
@@ -171,7 +173,7 @@ class Consultation:
         self._history: list[dict[str, Any]] = []
         self._observations: dict[str, UsedObservation] = {}
         self._obtained: set[str] = set()
-        self._sources = 0
+        self._sources: list[tuple[SourceLine, Citation]] = []  # every passage retrieved
         self._busy: str | None = None
         self._reply: Reply | None = None
         self._usage: list[StepUsage] = []
@@ -189,6 +191,14 @@ class Consultation:
     @property
     def observations(self) -> list[UsedObservation]:
         return list(self._observations.values())
+
+    @property
+    def citations(self) -> list[Citation]:
+        return [c for _, c in self._sources]
+
+    @property
+    def passages(self) -> list[PassageText]:
+        return [PassageText(s.citation, s.text) for s, _ in self._sources]
 
     @property
     def obtained(self) -> frozenset[str]:
@@ -555,10 +565,14 @@ class Consultation:
             return []
         lines = []
         for passage in passages:
-            self._sources += 1
-            lines.append(SourceLine(self._sources, passage.citation, passage.text))
+            line = SourceLine(len(self._sources) + 1, passage.citation, passage.text)
             details = {k: v for k, v in passage.as_dict().items() if k != "text"}
-            run.citations.append({"n": self._sources} | details)
+            chunk = details.get("chunk_id")
+            self._sources.append(
+                (line, Citation(line.citation, None if chunk is None else str(chunk)))
+            )
+            lines.append(line)
+            run.citations.append({"n": line.number} | details)
         return lines
 
     async def _open_message(self, content: str, run: _Run) -> None:

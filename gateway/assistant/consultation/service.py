@@ -31,7 +31,8 @@ from gateway.assistant.consultation.ports import (
 from gateway.assistant.engine import Engine
 from gateway.assistant.errors import EngineError
 from gateway.assistant.grammars import json_schema
-from gateway.assistant.prompts import is_loinc_code
+from gateway.assistant.guards import PassageText, guard_report
+from gateway.assistant.prompts import is_loinc_code, prompt_version
 from gateway.assistant.report import (
     REPORT_ORDER,
     DraftInputs,
@@ -47,6 +48,7 @@ from gateway.assistant.settings import ConsultationSettings
 from gateway.fhir.device import GatewayInfo
 from gateway.fhir.observation import PatientRef
 from gateway.fhir.resource import MappedResource, fhir_datetime
+from gateway.rag.errors import RagError
 from gateway.store import BundleSigner
 from gateway.store.models import TopicKind
 
@@ -174,13 +176,28 @@ class ConsultationService:
         consultation.begin_close()
         try:
             content = await self._draft_content(consultation)
+            passages = consultation.passages + await self._formulary(cid, content)
+            guarded = guard_report(content, passages)
+            if guarded.dropped:
+                log.info(
+                    "consultation %s: dropped %d text(s) copying the gateway's instructions",
+                    cid,
+                    len(guarded.dropped),
+                )
+                consultation.record(
+                    {
+                        "role": "guard",
+                        "at": fhir_datetime(self._clock()),
+                        "dropped": guarded.dropped,
+                    }
+                )
             issued = self._clock()
             observations = consultation.observations
             devices = self._sensor_devices(observations)
             draft = build_draft(
                 DraftInputs(
                     consultation_id=cid,
-                    content=content,
+                    content=guarded.content,
                     observations=[o.mapped for o in observations],
                     gateway=self.gateway,
                     model=await self.model_identity(),
@@ -188,6 +205,9 @@ class ConsultationService:
                     issued=issued,
                     devices=devices,
                     patient=self.patient,
+                    checks=guarded.checks,
+                    citations=consultation.citations,
+                    prompt_version=prompt_version(),
                 )
             )
             signed = self._signer.sign_bundle(draft.bundle)
@@ -234,6 +254,22 @@ class ConsultationService:
         raise ReportError(
             f"consultation {consultation.id!r}: the model's report is unusable: {problem}"
         )
+
+    async def _formulary(self, cid: str, content: ReportContent) -> list[PassageText]:
+        """Passages retrieved for each proposed medication, to check it against (guards)."""
+        retriever = self._deps.retriever
+        if retriever is None or not content.medications:
+            return []
+        found: list[PassageText] = []
+        for proposal in content.medications:
+            query = f"{proposal.text} {proposal.dose or ''}".strip()
+            try:
+                passages = await retriever.search(query, self.settings.formulary_k)
+            except RagError as exc:
+                log.info("consultation %s: formulary search failed: %s", cid, exc)
+                continue
+            found += [PassageText(p.citation, p.text) for p in passages]
+        return found
 
     def _sensor_devices(self, observations: Iterable[UsedObservation]) -> list[MappedResource]:
         if self._devices is None:
