@@ -19,34 +19,34 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
 import logging
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__, sdnotify
+from gateway.assistant.archive import ConsultationArchive
 from gateway.ble.manager import SensorManager
 from gateway.ble.registry import SENSORS_FILE, SensorRegistry
 from gateway.ble.settings import BONDS_FILE
 from gateway.ble.transport import given_link, open_link
-from gateway.errors import BedsideError, ConfigError
+from gateway.errors import BedsideError
 from gateway.fhir.device import GatewayInfo, gateway_full_url
 from gateway.fhir.observation import PatientRef
 from gateway.forward.service import Forwarding, build_signer, build_uplinks, open_store
 from gateway.forward.settings import ForwardSettings
+from gateway.identity import load_identity, prepare_data_dir
 from gateway.logbuffer import RecentLog
 from gateway.observations import Ingest
 from gateway.patients.assignment import PatientAssignment
 from gateway.patients.service import PatientService
 from gateway.profiles import load_profiles
 from gateway.rag.settings import EMBEDDED_MODEL
+from gateway.review.audit import AuditForwarder, AuditTrail
+from gateway.review.service import ReviewService
 from gateway.users import UserDirectory
 from gateway.web.auth import API_TOKEN_FILE
 from gateway.web.live import LiveHub
@@ -71,9 +71,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDENTITY_FILE = "gateway.json"
+CONSULTATIONS_DIR = "consultations"
 GIVEN_RADIO = "in-process"  # the radio's name when the caller hands over open backends (demo)
-EUI48_BITS = 48
 
 
 @dataclass(frozen=True)
@@ -90,46 +89,6 @@ class AssistantParts:
 AssistantLoader = Callable[[AsyncExitStack], Awaitable[AssistantParts]]
 """Loads the assistant's parts, registering their closing on the given stack (closed after the
 HTTP server stopped). :meth:`Gateway.load_models` is the gateway's; tests inject their own."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who this gateway is: its EUI-64 system id and its id in MQTT topics."""
-
-    system_id: str
-    gateway_id: str
-
-
-def eui64_from_mac(mac: int) -> str:
-    """EUI-48 → EUI-64 by inserting FFFE in the middle (IEEE "EUI-64 from EUI-48")."""
-    octets = mac.to_bytes(EUI48_BITS // 8, "big")
-    return (octets[:3] + b"\xff\xfe" + octets[3:]).hex().upper()
-
-
-def load_identity(data_dir: Path, gateway_id: str | None) -> Identity:
-    """The identity stored in the data directory, created on first start."""
-    path = data_dir / IDENTITY_FILE
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            system_id = str(stored["system_id"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}: not a gateway identity file ({exc})") from exc
-    else:
-        system_id = eui64_from_mac(uuid.getnode())
-        path.write_text(json.dumps({"system_id": system_id}) + "\n", encoding="utf-8")
-    return Identity(system_id, gateway_id or f"gw-{system_id.lower()}")
-
-
-def prepare_data_dir(data_dir: Path) -> Path:
-    """Create the data directory (mode 0700): keys and patient data live there."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise ConfigError(f"data directory {data_dir}: cannot create it ({exc})") from exc
-    if not os.access(data_dir, os.W_OK):
-        raise ConfigError(f"data directory {data_dir}: not writable by this user")
-    return data_dir
 
 
 class Gateway:
@@ -169,6 +128,8 @@ class Gateway:
         self.store: AsyncStore | None = None
         self.patients: PatientService | None = None
         self.users: UserDirectory | None = None
+        self.audit: AuditTrail | None = None
+        self.reviews: ReviewService | None = None
         self.forwarding: Forwarding | None = None
         self.ready = asyncio.Event()
         self.consultations: ConsultationService | None = None
@@ -214,6 +175,7 @@ class Gateway:
         self.store = store
         try:
             async with AsyncExitStack() as stack:
+                self._open_reviews(stack, store, signer)
                 configured = (
                     PatientRef(
                         settings.patient.reference,
@@ -277,6 +239,9 @@ class Gateway:
                     tasks.create_task(manager.run(), name="ble-manager")
                     tasks.create_task(self._watchdog(), name="systemd-watchdog")
                     tasks.create_task(patients.run(), name="patient-watch")
+                    if self.audit is not None:
+                        forwarder = AuditForwarder(store, self.audit, self.identity.gateway_id)
+                        tasks.create_task(forwarder.run(), name="audit-forwarder")
                     if models is not None and settings.assistant.enabled:
                         loading = self._assistant_task(models, signer, store, ingest, manager)
                         tasks.create_task(loading, name="assistant-loader")
@@ -295,6 +260,22 @@ class Gateway:
         finally:
             sdnotify.notify("STOPPING=1")
             await store.close()
+
+    def _open_reviews(self, stack: AsyncExitStack, store: AsyncStore, signer: Signer) -> None:
+        """The users (whose keys sign decisions), the audit trail and the drafts under review."""
+        users = UserDirectory(self.data_dir)
+        stack.callback(users.close)
+        self.users = users
+        self.audit = AuditTrail(store)
+        self.reviews = ReviewService(
+            store,
+            gateway_id=self.identity.gateway_id,
+            signer=signer,
+            keys=users,
+            transcripts=ConsultationArchive(self.data_dir / CONSULTATIONS_DIR).load,
+            max_age_s=self.settings.review.max_decision_age_s,
+            skew_s=self.settings.review.clock_skew_s,
+        )
 
     def health_checks(self) -> dict[str, HealthCheck]:
         """The components ``/healthz`` reports besides the assistant: name → a callable returning
@@ -321,6 +302,7 @@ class Gateway:
         from gateway.web.metrics import setup_metrics
         from gateway.web.page import setup_page
         from gateway.web.patient import setup_patient
+        from gateway.web.reviews import setup_reviews
         from gateway.web.sensors import setup_sensors
         from gateway.web.services import AssistantServices
         from gateway.web.status import setup_status
@@ -328,10 +310,10 @@ class Gateway:
 
         settings = self.settings
         assert self.patients is not None
-        users = UserDirectory(self.data_dir)
-        stack.callback(users.close)
-        self.users = users
-        if not users.users():
+        assert self.users is not None
+        assert self.store is not None
+        assert self.reviews is not None
+        if not self.users.users():
             log.warning(
                 "no user accounts yet: the service token works; create the first admin with: "
                 "bedside users add NAME --role admin"
@@ -346,6 +328,7 @@ class Gateway:
             health=self.health_checks(),
             setup=[
                 setup_consultations(),
+                setup_reviews(self.reviews, self.audit, self.store),
                 setup_patient(self.patients),
                 *([setup_sensors(self.manager)] if self.manager is not None else []),
                 *([setup_page(self.live)] if self.live is not None else []),
@@ -363,6 +346,7 @@ class Gateway:
                 ),
             ],
             metrics=self.metrics,
+            rate_limits=settings.http.rate_limits,
         )
         self.web_app = app
         self.tls = server_certificate(settings.http, self.data_dir)
@@ -448,7 +432,8 @@ class Gateway:
                 settings=self.settings.consultation,
                 devices=sensor_device_resolver(manager.statuses, ingest.sensor_info),
                 profiles=self.profiles,
-                archive_dir=self.data_dir / "consultations",
+                archive_dir=self.data_dir / CONSULTATIONS_DIR,
+                drafts=self.reviews,
             )
             embeddings = (
                 EmbeddingService(parts.embedder, parts.embedder_name)

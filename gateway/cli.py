@@ -260,6 +260,7 @@ def _register_subcommands() -> None:
     from gateway.hospital.commands import register as register_hospital
     from gateway.patients.commands import register as register_patient
     from gateway.rag.commands import register as register_rag
+    from gateway.review.commands import register as register_review
     from gateway.sensor_commands import register as register_sensors
     from gateway.users.commands import register as register_users
 
@@ -269,6 +270,7 @@ def _register_subcommands() -> None:
     register_rag(app)
     register_sensors(app)
     register_users(app)
+    register_review(app)
     register_assistant(app)
 
 

@@ -28,6 +28,7 @@ from gateway.errors import ConfigError
 from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
 from gateway.paths import default_data_dir
 from gateway.rag.settings import RagSettings
+from gateway.review.settings import ReviewSettings
 from gateway.web.settings import HttpSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("bedside_config_file", default=None)
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     assistant: AssistantSettings = AssistantSettings()
     consultation: ConsultationSettings = ConsultationSettings()
     http: HttpSettings = HttpSettings()
+    review: ReviewSettings = ReviewSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -20,7 +20,12 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "contracts.md"
 ROW = re.compile(r"^\| (GET|POST|PUT|PATCH|DELETE) \| (\S+) \| ([^|]+) \|$")
 SERVICE_TOKEN = "access-test-service-token-0123456789"
 ADDRESS = "F0:12:34:56:78:9A"
-PARAMS = {"{address}": ADDRESS, "{id}": "no-such-consultation", "{model}": "gemma-3-270m"}
+PARAMS = {
+    "{address}": ADDRESS,
+    "{id}": "no-such-consultation",
+    "{model}": "gemma-3-270m",
+    "{version}": "1",
+}
 
 
 def documented() -> dict[tuple[str, str], frozenset[str] | None]:

@@ -64,7 +64,7 @@ def payload_bundle(payload: str) -> dict[str, Any]:
 
 
 def test_fresh_store_is_wal_at_the_latest_version(store: Store) -> None:
-    assert user_version(store.conn) == len(MIGRATIONS) == 3
+    assert user_version(store.conn) == len(MIGRATIONS) == 4
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -82,6 +82,31 @@ def test_upgrade_from_version_1_keeps_data(tmp_path: Path) -> None:
         assert user_version(upgraded.conn) == len(MIGRATIONS)
         assert upgraded.observation_counts() == {"8867-4": 1}
         assert upgraded.outbox_stats() == OutboxStats(0, 0, 0, False, quota_bytes=512 * 2**20)
+
+
+def test_upgrade_to_version_4_keeps_the_outbox_and_its_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite3"
+    conn = connect(path)
+    assert migrate(conn, path, MIGRATIONS[:3]) == 3
+    for seq, state in ((1, "delivered"), (2, "pending"), (3, "delivered")):
+        conn.execute(
+            "INSERT INTO outbox (seq, id, uplink, kind, payload, size, state, created, updated) "
+            "VALUES (?, ?, 'mqtt', 'drafts', '{}', 2, ?, '2024-01-01', '2024-01-01')",
+            (seq, f"b{seq}", state),
+        )
+    conn.execute("DELETE FROM outbox WHERE seq = 3")  # pruned: seq 3 must never come back
+    conn.close()
+    with Store(path) as upgraded:
+        rows = upgraded.conn.execute("SELECT seq, state FROM outbox ORDER BY seq").fetchall()
+        assert [tuple(r) for r in rows] == [(1, "delivered"), (2, "pending")]
+        assert upgraded.outbox_stats().pending == 1
+        upgraded.conn.execute(
+            "INSERT INTO outbox (id, uplink, kind, payload, size, created, updated) "
+            "VALUES ('a', 'mqtt', 'audit', '{}', 2, '2024-01-02', '2024-01-02')"
+        )
+        (seq,) = upgraded.conn.execute("SELECT seq FROM outbox WHERE id = 'a'").fetchone()
+        assert seq == 4
+        assert upgraded.outbox_stats().pending == 2
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

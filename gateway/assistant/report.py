@@ -46,14 +46,21 @@ from gateway.fhir.bundle import transaction_bundle
 from gateway.fhir.codes import LOINC_SYSTEM
 from gateway.fhir.device import GatewayInfo, gateway_device
 from gateway.fhir.observation import PatientRef
-from gateway.fhir.resource import MappedResource, fhir_datetime, search_token, urn_for
+from gateway.fhir.resource import (
+    NAMESPACE,
+    MappedResource,
+    fhir_datetime,
+    search_token,
+    urn_for,
+)
+from gateway.fhir.review import (
+    CONSULTATION_SYSTEM,
+    MEDICATION_PROPOSAL_SYSTEM,
+    UNSUPPORTED_NUMBER_EXTENSION,
+)
 from gateway.fhir.transparency import AI_ASSERTED, AI_PROVENANCE_PROFILE
 
 # -- the project's FHIR namespace (extensions and identifier systems defined here) -----------------
-NAMESPACE: Final = "https://bedside-gateway.example/fhir"
-UNSUPPORTED_NUMBER_EXTENSION: Final = f"{NAMESPACE}/StructureDefinition/unsupported-number"
-CONSULTATION_SYSTEM: Final = f"{NAMESPACE}/sid/consultation"
-MEDICATION_PROPOSAL_SYSTEM: Final = f"{NAMESPACE}/sid/medication-proposal"
 PROVENANCE_SYSTEM: Final = f"{NAMESPACE}/sid/draft-provenance"
 MODEL_SHA256_SYSTEM: Final = f"{NAMESPACE}/sid/model-sha256"
 MEDICATION_CHECK_EXTENSION: Final = f"{NAMESPACE}/StructureDefinition/medication-check"

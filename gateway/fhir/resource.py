@@ -17,6 +17,8 @@ _UUID_VARIANT_RFC: Final = 0x80  # RFC 9562 §4.1: variant 10x in octet 8
 _QUERY_SAFE: Final = ":/-._~"
 # FHIR search escapes (R4 §3.1.1.5.7 "Escaping Search Parameters").
 _SEARCH_ESCAPED: Final = ("\\", "|", ",", "$")
+NAMESPACE: Final = "https://bedside-gateway.example/fhir"
+"""The project's FHIR namespace: the extensions and identifier systems it defines."""
 GATEWAY_DEVICE_EXTENSION: Final = (
     "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
 )

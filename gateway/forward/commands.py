@@ -8,21 +8,23 @@ not verify (``verify``); 2 a usage or input error, one line on stderr.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import BedsideError
 from gateway.fhir import jsonio
-from gateway.forward.errors import SignatureError
+from gateway.forward.errors import SignatureError, VerifyFailure
 from gateway.forward.signing import (
     KeyStore,
     SigningKey,
     load_keyring,
     public_key_file_text,
     verify_bundle,
+    verify_detached,
 )
 from gateway.paths import default_data_dir
 from gateway.store.models import OutboxState
@@ -118,7 +120,41 @@ def verify(
         kid = verify_bundle(bundle, keys)
     except SignatureError as exc:
         _fail(f"{file}: invalid: {exc}", INVALID)
-    typer.echo(f"valid: Bundle {bundle.get('id')} signed by key {kid}")
+    message = f"valid: Bundle {bundle.get('id')} signed by key {kid}"
+    try:
+        reviewer = clinician_signature(bundle, keys)
+    except SignatureError as exc:
+        _fail(f"{file}: invalid: the clinician's signature: {exc}", INVALID)
+    if reviewer is not None:
+        name, clinician_kid = reviewer
+        message += f"; approved by {name} with key {clinician_kid}"
+    typer.echo(message)
+
+
+def clinician_signature(
+    bundle: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[str, str] | None:
+    """(name, kid) of the clinician whose Verification Signature the reviewed Bundle carries,
+    checked over its signing payload (gateway.fhir.review); None for a Bundle without one."""
+    from gateway.fhir.review import (
+        ReviewError,
+        review_provenance,
+        signing_payload,
+        verification_jws,
+        verifier_name,
+    )
+
+    try:
+        if not review_provenance(bundle).get("signature"):
+            return None
+    except ReviewError:
+        return None
+    try:
+        jws_text = verification_jws(bundle)
+    except ReviewError as exc:
+        raise SignatureError(VerifyFailure.MALFORMED_JWS, str(exc)) from exc
+    kid = verify_detached(jws_text, signing_payload(bundle), keys)
+    return verifier_name(bundle) or "an unnamed reviewer", kid
 
 
 # -- outbox ----------------------------------------------------------------------------------------

@@ -286,6 +286,18 @@ class AsyncStore:
             self._notify()
         return bundle_id
 
+    async def write(self, fn: Callable[[Store], T], *, notify: bool = False) -> T:
+        """Run ``fn`` in the writer thread, durably (for the tables other modules keep: see
+        ``Store.transaction``); ``notify``: it may have enqueued, wake the pumps."""
+        result = await self._writer.submit(fn, durable=True)
+        if notify:
+            self._notify()
+        return result
+
+    async def read(self, fn: Callable[[Store], T]) -> T:
+        """Run ``fn`` in the reader thread (its own connection, never blocked by writes)."""
+        return await self._reader.submit(fn)
+
     async def mark_delivered(self, seqs: Sequence[int]) -> int:
         numbers = list(seqs)
         return await self._writer.submit(lambda s: s.mark_delivered(numbers), durable=True)

@@ -15,6 +15,7 @@ class TopicKind(enum.StrEnum):
     OBSERVATIONS = "observations"
     DEVICES = "devices"
     DRAFTS = "drafts"
+    AUDIT = "audit"
 
 
 class OutboxState(enum.StrEnum):

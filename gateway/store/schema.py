@@ -133,7 +133,78 @@ def _v3_patient_held(conn: sqlite3.Connection) -> None:
     _run(conn, _V3_PATIENT_HELD)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_devices_observations, _v2_outbox, _v3_patient_held)
+# The outbox gains the kind 'audit' (a CHECK cannot be altered: the table is rebuilt with its
+# rows, indexes and usage triggers). Draft reports keep every version (drafts, draft_versions);
+# clinicians' decisions are remembered by id so that a replayed one does nothing (decisions).
+# The audit trail is append-only and hash-chained: hash = SHA-256(prev || canonical entry); its
+# AUTOINCREMENT seq leaves a trace in sqlite_sequence, so a deleted last entry is found too.
+_V4_REVIEW_AUDIT = (
+    "ALTER TABLE outbox RENAME TO outbox_v3",
+    *(_V2_OUTBOX[0].replace("'drafts')", "'drafts', 'audit')"),),
+    """INSERT INTO outbox (seq, id, uplink, kind, payload, size, state, attempts, last_error,
+                           created, updated)
+        SELECT seq, id, uplink, kind, payload, size, state, attempts, last_error, created, updated
+        FROM outbox_v3""",
+    # keep the sequence: a pruned item's seq is never reused, even across this rebuild
+    "DELETE FROM sqlite_sequence WHERE name = 'outbox'",
+    """INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'outbox', seq FROM sqlite_sequence WHERE name = 'outbox_v3'""",
+    "DROP TABLE outbox_v3",
+    *_V2_OUTBOX[1:3],
+    *_V2_OUTBOX[5:],
+    """CREATE TABLE drafts (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        patient TEXT,
+        version INTEGER NOT NULL,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX drafts_created ON drafts(created)",
+    "CREATE INDEX drafts_status_created ON drafts(status, created)",
+    """CREATE TABLE draft_versions (
+        draft TEXT NOT NULL REFERENCES drafts(id),
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        action TEXT NOT NULL
+            CHECK (action IN ('drafted', 'edited', 'approved', 'rejected')),
+        author TEXT NOT NULL,
+        at TEXT NOT NULL,
+        bundle TEXT NOT NULL,
+        signed TEXT,
+        PRIMARY KEY (draft, version)
+    ) STRICT""",
+    """CREATE TABLE decisions (
+        id TEXT PRIMARY KEY,
+        draft TEXT NOT NULL REFERENCES drafts(id),
+        version INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        via TEXT NOT NULL,
+        at TEXT NOT NULL
+    ) STRICT""",
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        entry TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        forwarded INTEGER NOT NULL DEFAULT 0
+    ) STRICT""",
+    "CREATE INDEX audit_unforwarded ON audit(seq) WHERE forwarded = 0",
+)
+
+
+def _v4_review_audit(conn: sqlite3.Connection) -> None:
+    """Draft versions, review decisions and the audit trail (schema version 4)."""
+    _run(conn, _V4_REVIEW_AUDIT)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1_devices_observations,
+    _v2_outbox,
+    _v3_patient_held,
+    _v4_review_audit,
+)
 """Append only: never edit or reorder a released migration."""
 
 

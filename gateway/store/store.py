@@ -24,7 +24,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,6 +203,26 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """A write of the tables other modules keep (:mod:`gateway.store.reviews`,
+        :mod:`gateway.store.audit`): its own transaction, or a savepoint inside a group."""
+        return self._write(durable=durable)
+
+    def enqueue_in(
+        self,
+        conn: sqlite3.Connection,
+        kind: TopicKind,
+        bundle: Mapping[str, Any],
+        *,
+        signed: bool = False,
+    ) -> str | None:
+        """Enqueue ``bundle`` inside the caller's :meth:`transaction` (which must be durable),
+        signing it unless ``signed`` (it carries its signature already); None when no uplink is
+        configured."""
+        if not self.uplinks:
+            return None
+        return self._enqueue(conn, kind, bundle, self._now(), signed=signed)
 
     @contextmanager
     def group(self, *, durable: bool) -> Iterator[None]:
@@ -432,12 +452,26 @@ class Store:
             return self._enqueue(conn, kind, bundle, self._now())
 
     def _enqueue(
-        self, conn: sqlite3.Connection, kind: TopicKind, bundle: Mapping[str, Any], now: str
+        self,
+        conn: sqlite3.Connection,
+        kind: TopicKind,
+        bundle: Mapping[str, Any],
+        now: str,
+        *,
+        signed: bool = False,
     ) -> str:
+        if signed:
+            if not bundle.get("id") or "signature" not in bundle:
+                raise ValueError("a Bundle enqueued as signed needs its id and signature")
+            return self._insert_outbox(conn, kind, bundle, now)
         assert self._signer is not None  # checked in __init__ whenever there are uplinks
         if not bundle.get("id"):
             bundle = {"id": str(uuid.uuid4()), **bundle}
-        signed = self._signer.sign_bundle(bundle)
+        return self._insert_outbox(conn, kind, self._signer.sign_bundle(bundle), now)
+
+    def _insert_outbox(
+        self, conn: sqlite3.Connection, kind: TopicKind, signed: Mapping[str, Any], now: str
+    ) -> str:
         bundle_id = str(signed["id"])
         payload = jsonio.dumps(signed)
         size = len(payload.encode("utf-8"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -27,15 +28,37 @@ users_app = typer.Typer(
 NameArgument = Annotated[str, typer.Argument(help="User name (a-z 0-9 . _ -).")]
 
 
-def _users(config: ConfigOption, data_dir: DataDirOption) -> UserDirectory:
+def _data_dir(config: ConfigOption, data_dir: DataDirOption) -> Path:
     from gateway.config import load_settings
+
+    try:
+        return load_settings(config, data_dir=data_dir).data_dir
+    except BedsideError as exc:
+        fail(str(exc))
+
+
+def _users(config: ConfigOption, data_dir: DataDirOption) -> UserDirectory:
     from gateway.users import UserDirectory
 
     try:
-        settings = load_settings(config, data_dir=data_dir)
-        return UserDirectory(settings.data_dir)
+        return UserDirectory(_data_dir(config, data_dir))
     except (BedsideError, OSError) as exc:
         fail(str(exc))
+
+
+def _audit(
+    config: ConfigOption, data_dir: DataDirOption, action: str, name: str, detail: str
+) -> None:
+    """Record a change to the accounts in the audit trail (docs/architecture.md)."""
+    from gateway.review.audit import record_offline
+
+    try:
+        record_offline(
+            _data_dir(config, data_dir), action, user=None, role="admin (command line)",
+            what="User", what_id=name, detail=detail,
+        )  # fmt: skip
+    except (BedsideError, OSError) as exc:
+        fail(f"{name}: {detail}, but the audit trail could not record it: {exc}")
 
 
 @users_app.command("add")
@@ -60,6 +83,7 @@ def users_add(
         made = directory.add(name, role, password)
     except UserError as exc:
         fail(str(exc))
+    _audit(config, data_dir, "create", name, f"created with role {role}")
     if password is None:
         typer.echo(f"{name} ({role}) created; password (shown once): {made}")
     else:
@@ -89,6 +113,7 @@ def _set_disabled(name: str, disabled: bool, config: ConfigOption, data_dir: Dat
         _users(config, data_dir).set_disabled(name, disabled)
     except UserError as exc:
         fail(str(exc))
+    _audit(config, data_dir, "update", name, "disabled" if disabled else "enabled")
     typer.echo(f"{name}: {'disabled' if disabled else 'enabled'}")
 
 
@@ -119,7 +144,35 @@ def users_token(
         token = _users(config, data_dir).new_token(name)
     except UserError as exc:
         fail(str(exc))
+    _audit(config, data_dir, "update", name, "API token made")
     typer.echo(token)
+
+
+@users_app.command("key")
+def users_key(
+    name: NameArgument,
+    public_jwk: Annotated[
+        Path,
+        typer.Argument(help="The clinician's public JWK (what `bedside review keygen` printed)."),
+    ],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Register a clinician's public signing key; prints its thumbprint (the JWS kid)."""
+    from gateway.users import UserError
+
+    try:
+        jwk = json.loads(public_jwk.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"{public_jwk}: cannot read it ({exc.strerror})")
+    except ValueError as exc:
+        fail(f"{public_jwk}: not JSON ({exc})")
+    try:
+        kid = _users(config, data_dir).add_key(name, jwk)
+    except (UserError, BedsideError) as exc:
+        fail(str(exc))
+    _audit(config, data_dir, "update", name, f"signing key {kid} registered")
+    typer.echo(json.dumps({"user": name, "kid": kid}))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import json
 import re
 import secrets
 import sqlite3
@@ -35,8 +36,10 @@ from typing import Any, Final
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import RFC_9106_LOW_MEMORY
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import BedsideError
+from gateway.forward.signing import jwk_thumbprint, public_jwk, public_key_from_jwk
 
 USERS_FILE: Final = "users.sqlite3"
 _NAME: Final = re.compile(r"[a-z][a-z0-9._-]{0,31}")
@@ -61,6 +64,12 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS tokens (
     digest TEXT PRIMARY KEY,
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    kid TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    jwk TEXT NOT NULL,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sessions (
@@ -313,6 +322,37 @@ class UserDirectory:
                 (_digest(token), name, self._clock()),
             )
         return token
+
+    # -- clinicians' signing keys (public halves only) ----------------------------------------
+
+    def add_key(self, name: str, jwk: object) -> str:
+        """Register the user's public Ed25519 JWK (RFC 8037); returns its RFC 7638 thumbprint.
+        A private JWK is refused: the private key never reaches the gateway."""
+        key = public_key_from_jwk(jwk, "the key file")  # KeyFormatError names the problem
+        public = public_jwk(key)
+        kid = jwk_thumbprint(public)
+        with self._tx() as db:
+            user = db.execute("SELECT role FROM users WHERE name = ?", (name,)).fetchone()
+            if user is None:
+                raise UserError(f"no user {name!r}")
+            if user["role"] == Role.TECHNICIAN:
+                raise UserError(
+                    f"{name!r} is a technician: only clinicians and admins sign reports"
+                )
+            owner = db.execute("SELECT user FROM keys WHERE kid = ?", (kid,)).fetchone()
+            if owner is not None and owner["user"] != name:
+                raise UserError(f"this key is registered to {owner['user']!r} already")
+            db.execute(
+                "INSERT INTO keys (kid, user, jwk, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kid) DO NOTHING",
+                (kid, name, json.dumps(public), self._clock()),
+            )
+        return kid
+
+    def public_keys(self, name: str) -> dict[str, Ed25519PublicKey]:
+        """kid → public key of every key the user registered."""
+        rows = self._db.execute("SELECT kid, jwk FROM keys WHERE user = ?", (name,)).fetchall()
+        return {r["kid"]: public_key_from_jwk(json.loads(r["jwk"]), r["kid"]) for r in rows}
 
     def token_user(self, token: str) -> User | None:
         """The enabled user whose API token this is."""

@@ -29,8 +29,10 @@ from aiohttp.typedefs import Middleware
 from pydantic import Field
 
 from gateway.users.directory import SESSION_S, LockedError, Role, UserError
+from gateway.web.auditing import PRINCIPAL_NAME, PRINCIPAL_ROLE, audit
 from gateway.web.auth import REALM, bearer_token, check_token
 from gateway.web.errors import ApiError, StrictBody, error_response, parse_body
+from gateway.web.ratelimit import RateLimiter, retry_after
 
 if TYPE_CHECKING:
     from gateway.users.directory import UserDirectory
@@ -80,10 +82,20 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("POST", "/api/outbox/retry-dead"): TECHNICAL,
     ("GET", "/api/logs"): TECHNICAL,
     ("GET", "/api/diagnostics"): TECHNICAL,
+    ("GET", "/api/drafts"): CLINICAL,
+    ("GET", "/api/drafts/{id}"): CLINICAL,
+    ("PATCH", "/api/drafts/{id}"): CLINICAL,
+    ("GET", "/api/drafts/{id}/versions/{version}"): CLINICAL,
+    ("POST", "/api/drafts/{id}/offer"): CLINICAL,
+    ("POST", "/api/drafts/{id}/approve"): CLINICAL,
+    ("POST", "/api/drafts/{id}/reject"): CLINICAL,
+    ("GET", "/api/drafts/{id}/pdf"): CLINICAL,
+    ("GET", "/api/audit"): frozenset({Role.ADMIN}),
 }
 
 PAGES: Final = frozenset({("GET", "/")})  # HTML pages: the logged-out are sent to /login
 USERS: Final[web.AppKey[UserDirectory | None]] = web.AppKey("users")
+RATE_LIMITER: Final[web.AppKey[RateLimiter]] = web.AppKey("rate_limiter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +162,18 @@ def access_middleware(service_token: str) -> Middleware:
                     f"missing or wrong {CSRF_HEADER} header: send the csrf_token of your login",
                     "csrf_failed",
                 )
+        limiter = request.app.get(RATE_LIMITER)
+        wait = limiter.take(principal.name, principal.role) if limiter is not None else None
+        if wait is not None:
+            return error_response(
+                429,
+                f"too many requests from {principal.name}: the {principal.role} limit is "
+                f"reached; retry in {retry_after(wait)} s",
+                code="rate_limited",
+                headers={"Retry-After": retry_after(wait)},
+            )
         request[PRINCIPAL] = principal
+        request[PRINCIPAL_NAME], request[PRINCIPAL_ROLE] = principal.name, str(principal.role)
         return await handler(request)
 
     return access
@@ -190,11 +213,14 @@ async def login(request: web.Request) -> web.Response:
     try:  # argon2: tens of milliseconds, off the event loop
         session = await asyncio.to_thread(users.login, body.username, body.password)
     except LockedError as exc:
+        await audit(request, "login", user=body.username, outcome="failure", detail="locked")
         raise ApiError(
             429, str(exc), code="locked", headers={"Retry-After": f"{exc.retry_after_s:.0f}"}
         ) from exc
     except UserError as exc:
+        await audit(request, "login", user=body.username, outcome="failure", detail=str(exc))
         raise ApiError(401, str(exc), code="login_failed") from exc
+    await audit(request, "login", user=session.user.name, role=str(session.user.role))
     response = web.json_response(
         {"user": session.user.name, "role": str(session.user.role), "csrf_token": session.csrf}
     )
@@ -216,6 +242,7 @@ async def logout(request: web.Request) -> web.Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     if principal.via == "session" and cookie and users is not None:
         await asyncio.to_thread(users.logout, cookie)
+        await audit(request, "logout")
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/")
     return response

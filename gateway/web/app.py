@@ -35,7 +35,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.errors import ConfigError
 from gateway.rag.settings import EMBEDDED_MODEL
-from gateway.web.access import access_middleware, setup_access
+from gateway.web.access import RATE_LIMITER, access_middleware, setup_access
 from gateway.web.auth import (
     API_TOKEN_FILE,
     DEMO_TOKEN_FILE,
@@ -44,6 +44,7 @@ from gateway.web.auth import (
 )
 from gateway.web.errors import ApiError, error_response
 from gateway.web.openai_api import add_routes
+from gateway.web.ratelimit import RateLimit, RateLimiter
 from gateway.web.services import (
     ASSISTANT,
     HEALTH,
@@ -165,6 +166,7 @@ def build_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     users: UserDirectory | None = None,
     metrics: GatewayMetrics | None = None,
+    rate_limits: Mapping[str, RateLimit] | None = None,
 ) -> web.Application:
     """The application.
 
@@ -174,6 +176,7 @@ def build_app(
     ``health``: more ``/healthz`` fields, name → callable. Each ``setup`` callback registers more
     routes, after the built-in ones, behind the same auth. ``users``: the accounts that may log in
     and hold API tokens (None: the service token only); see :mod:`gateway.web.access`.
+    ``rate_limits``: requests per caller by role (None: unlimited; :mod:`gateway.web.ratelimit`).
     """
     app = web.Application(
         middlewares=[
@@ -190,6 +193,8 @@ def build_app(
     app[ASSISTANT] = assistant
     app[HEALTH] = dict(health or {})
     app[STARTED_AT] = time.time()
+    if rate_limits is not None:
+        app[RATE_LIMITER] = RateLimiter(rate_limits)
 
     async def embedder_thread(_app: web.Application) -> AsyncIterator[None]:
         yield

@@ -29,7 +29,12 @@ REQUEST_TIMEOUT_S: Final = 30.0
 
 
 class LocalApiError(BedsideError):
-    """The running gateway could not be reached or refused the request (one sentence)."""
+    """The running gateway could not be reached or refused the request (one sentence);
+    ``status`` is the HTTP status of a refusal (None: nothing answered)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def write_api_url(data_dir: Path, host: str, port: int | None, *, tls: bool = False) -> None:
@@ -85,25 +90,48 @@ class LocalApi:
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """The JSON answer of ``method path``; LocalApiError with the gateway's own message for
         an error answer, or with what to check when nothing answers."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - a URL of our own gateway
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - a URL of our own gateway
-                request, timeout=REQUEST_TIMEOUT_S, context=self._context
-            ) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            raise LocalApiError(_message(exc)) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise LocalApiError(
+        return request_json(
+            self.url,
+            method,
+            path,
+            self._token,
+            body,
+            context=self._context,
+            unreachable=(
                 f"no gateway answers at {self.url}; is it running (bedside run, or bedside demo)"
                 " with this data directory?"
-            ) from exc
+            ),
+        )
+
+
+def request_json(
+    url: str,
+    method: str,
+    path: str,
+    token: str,
+    body: Any = None,
+    *,
+    context: ssl.SSLContext | None = None,
+    unreachable: str | None = None,
+) -> Any:
+    """``method url+path`` with a bearer token and a JSON body; the JSON answer, or
+    :class:`LocalApiError` with the server's own message (``status`` set) or ``unreachable``."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - the gateway's URL, given by its user
+        url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the gateway's URL, given by its user
+            request, timeout=REQUEST_TIMEOUT_S, context=context
+        ) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise LocalApiError(_message(exc), status=exc.code) from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise LocalApiError(unreachable or f"no gateway answers at {url}") from exc
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

@@ -24,6 +24,7 @@ from pydantic import Field
 from gateway.fhir import jsonio
 from gateway.patients.assignment import PatientError, patient_ref, validate_reference
 from gateway.patients.service import PatientService
+from gateway.web.auditing import audit
 from gateway.web.errors import ApiError, StrictBody, parse_body
 
 PATIENTS: Final[web.AppKey[PatientService]] = web.AppKey("patients", PatientService)
@@ -72,6 +73,7 @@ async def put_patient(request: web.Request) -> web.Response:
         shown = await request.app[PATIENTS].assign(patient, claim_held=body.claim_held)
     except PatientError as exc:
         raise _error(exc) from exc
+    await audit(request, "update", what="Patient assignment", patient=body.reference)
     return _json(shown)
 
 
@@ -80,6 +82,7 @@ async def delete_patient(request: web.Request) -> web.Response:
         shown = await request.app[PATIENTS].clear()
     except PatientError as exc:
         raise _error(exc) from exc
+    await audit(request, "delete", what="Patient assignment")
     return _json(shown)
 
 

@@ -30,6 +30,7 @@ from gateway.ble.pairing import PasskeyError
 from gateway.ble.registry import SensorListError, check_address
 from gateway.fhir import jsonio
 from gateway.fhir.read import display_value, observation_codes
+from gateway.web.auditing import audit
 from gateway.web.errors import ApiError, StrictBody, parse_body
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ async def accept_sensor(request: web.Request) -> web.Response:
         changed = request.app[MANAGER].accept(address)
     except SensorListError as exc:
         raise _list_error(exc) from exc
+    await audit(request, "update", what="Sensor", what_id=address, detail="accepted")
     return _json({"address": address, "changed": changed})
 
 
@@ -79,6 +81,7 @@ async def forget_sensor(request: web.Request) -> web.Response:
         bond_deleted = await request.app[MANAGER].forget(address)
     except SensorListError as exc:
         raise _list_error(exc) from exc
+    await audit(request, "delete", what="Sensor", what_id=address, detail="forgotten")
     return _json({"address": address, "bond_deleted": bond_deleted})
 
 

@@ -8,6 +8,8 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from gateway.web.ratelimit import DEFAULT_LIMITS, RateLimit
+
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
 DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
@@ -38,6 +40,10 @@ class HttpSettings(BaseModel):
         "DATA_DIR/tls/)",
     )
     tls_key_file: Path | None = Field(default=None, description="its PEM private key")
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=lambda: dict(DEFAULT_LIMITS),
+        description="requests per caller by role: {role: {per_minute, burst}} (429 beyond)",
+    )
     zeroconf: bool | None = Field(
         default=None,
         description="advertise _bedside._tcp on the LAN (default: on when host is not loopback)",

@@ -56,7 +56,7 @@ The modules: :mod:`.conversation` (the loop), :mod:`.service`, :mod:`.events`, :
 the settings are :class:`gateway.assistant.settings.ConsultationSettings`.
 """
 
-from gateway.assistant.consultation.archive import ConsultationArchive
+from gateway.assistant.archive import ConsultationArchive
 from gateway.assistant.consultation.conversation import Consultation, ConsultationDeps, Reply
 from gateway.assistant.consultation.errors import (
     ConsultationBusyError,

@@ -67,6 +67,13 @@ class DraftStore(Protocol):
     async def enqueue_bundle(self, kind: TopicKind, bundle: Mapping[str, Any]) -> str | None: ...
 
 
+class DraftSink(Protocol):
+    """Where a closed consultation's draft goes (``gateway.review.service.ReviewService``):
+    recorded as the first version of a draft under review, signed and forwarded."""
+
+    async def add_draft(self, draft_id: str, bundle: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
 class MeasureSpec(Protocol):
     """How a sensor kind measures on demand (``gateway.profiles.Measure``)."""
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.assistant.consultation.archive import ConsultationArchive
+from gateway.assistant.archive import ConsultationArchive
 from gateway.assistant.consultation.conversation import Consultation, ConsultationDeps, Reply
 from gateway.assistant.consultation.errors import (
     ConsultationClosedError,
@@ -23,6 +23,7 @@ from gateway.assistant.consultation.errors import (
 from gateway.assistant.consultation.observations import UsedObservation
 from gateway.assistant.consultation.ports import (
     DeviceResolver,
+    DraftSink,
     DraftStore,
     RetrieverLike,
     SensorProfile,
@@ -80,6 +81,7 @@ class ConsultationService:
         devices: DeviceResolver | None = None,
         profiles: Mapping[str, SensorProfile] | None = None,
         archive_dir: Path | None = None,
+        drafts: DraftSink | None = None,
         clock: Callable[[], dt.datetime] = _utc_now,
     ) -> None:
         self.engine = engine
@@ -89,6 +91,7 @@ class ConsultationService:
         self._signer = signer
         self._store = store
         self._devices = devices
+        self.drafts = drafts
         self._clock = clock
         profiles = profiles or {}
         self._deps = ConsultationDeps(
@@ -210,9 +213,12 @@ class ConsultationService:
                     prompt_version=prompt_version(),
                 )
             )
-            signed = self._signer.sign_bundle(draft.bundle)
-            if self._store is not None:
-                await self._store.enqueue_bundle(TopicKind.DRAFTS, signed)
+            if self.drafts is not None:  # under review: recorded, signed and forwarded there
+                signed = await self.drafts.add_draft(cid, draft.bundle)
+            else:
+                signed = self._signer.sign_bundle(draft.bundle)
+                if self._store is not None:
+                    await self._store.enqueue_bundle(TopicKind.DRAFTS, signed)
             consultation.closed = issued
             consultation.draft = signed
             await self._save(consultation)
