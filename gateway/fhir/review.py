@@ -10,7 +10,8 @@ A draft is the unsigned transaction Bundle the assistant made (a ``partial`` Dia
 - :func:`decided_bundle` with an ``approve`` :class:`Decision`: the report becomes ``final`` (or
   ``amended`` when an earlier version was already final), labelled clinician-asserted from AI
   (``CLINAST_AIRPT``), ``resultsInterpreter`` the clinician; every proposal is decided: accepted
-  ones become ``active`` / ``order`` with the clinician as requester, rejected ones ``cancelled``.
+  ones become ``active`` / ``order`` with the clinician as requester, rejected ones ``cancelled``
+  (a proposal decided at an earlier approval keeps that decision: an order stands on its own).
   The clinician (a ``Practitioner``) and a review ``Provenance`` are added: activity
   *authenticated*, agent the clinician as *verifier*, and, once the gateway has checked it, the
   clinician's Verification Signature (as in FHIR R4's ``provenance-example-sig``). The report and
@@ -265,14 +266,18 @@ def decided_bundle(draft: Mapping[str, Any], decision: Decision) -> dict[str, An
     if status not in REVIEWABLE:
         raise ReviewError(f"the report is {status}: there is nothing to decide")
     requests = proposals(out)
+    pending = {k for k, r in requests.items() if r.get("status") == "draft"}
     approve = decision.action == "approve"
     if approve:
-        undecided = sorted(set(requests) - set(decision.medications))
+        undecided = sorted(pending - set(decision.medications))
         if undecided:
             raise ReviewError(f"medications: decide every proposal ({', '.join(undecided)})")
     unknown = sorted(set(decision.medications) - set(requests))
     if unknown:
         raise ReviewError(f"medications: the draft has no proposal {', '.join(unknown)}")
+    decided_before = sorted(set(decision.medications) - pending)
+    if decided_before:
+        raise ReviewError(f"medications: {', '.join(decided_before)} decided already")
     reviewer = decision.reviewer
     practitioner = {
         "resourceType": "Practitioner",
@@ -290,18 +295,7 @@ def decided_bundle(draft: Mapping[str, Any], decision: Decision) -> dict[str, An
         report["status"] = "cancelled" if status == "partial" else "entered-in-error"
     _conditional_update(entry, CONSULTATION_SYSTEM, decision.draft_id)
 
-    for med_entry in _entries(out, "MedicationRequest"):
-        request = med_entry["resource"]
-        key = proposal_id(request)
-        accepted = approve and decision.medications.get(key) == "accept"
-        if accepted:
-            request["status"], request["intent"] = "active", "order"
-            request["requester"] = {"reference": reviewer.full_url}
-            med_entry["resource"] = with_label(request, CLINICIAN_ASSERTED_FROM_AI)
-        else:
-            request["status"] = "cancelled"
-            med_entry["resource"] = with_label(request, AI_ASSERTED)
-        _conditional_update(med_entry, MEDICATION_PROPOSAL_SYSTEM, key)
+    _decide_medications(out, pending, decision)
 
     targets = [entry["fullUrl"], *(e["fullUrl"] for e in _entries(out, "MedicationRequest"))]
     provenance: dict[str, Any] = {
@@ -348,6 +342,23 @@ def decided_bundle(draft: Mapping[str, Any], decision: Decision) -> dict[str, An
     )
     out["timestamp"] = when
     return out
+
+
+def _decide_medications(bundle: dict[str, Any], pending: set[str], decision: Decision) -> None:
+    """Accepted proposals become orders by the reviewer, the others are cancelled."""
+    for entry in _entries(bundle, "MedicationRequest"):
+        request = entry["resource"]
+        key = proposal_id(request)
+        if key not in pending:  # decided at an earlier approval: an order stands on its own
+            continue
+        if decision.action == "approve" and decision.medications.get(key) == "accept":
+            request["status"], request["intent"] = "active", "order"
+            request["requester"] = {"reference": decision.reviewer.full_url}
+            entry["resource"] = with_label(request, CLINICIAN_ASSERTED_FROM_AI)
+        else:
+            request["status"] = "cancelled"
+            entry["resource"] = with_label(request, AI_ASSERTED)
+        _conditional_update(entry, MEDICATION_PROPOSAL_SYSTEM, key)
 
 
 def review_provenance(bundle: Mapping[str, Any]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 DRAFT_VERSION_SYSTEM: Final = f"{NAMESPACE}/sid/draft-version"
 SYSTEM_AUTHOR: Final = "assistant"
 DECIDED: Final = frozenset({"cancelled", "entered-in-error"})
+DONE: Final = {"approve": "approved", "reject": "rejected"}  # draft_versions.action
 STRIP_SCAN: Final = 500  # stored Observations searched for the ECG strip of a draft
 
 
@@ -95,9 +96,12 @@ def _text(moment: dt.datetime) -> str:
 
 def with_version(bundle: Mapping[str, Any], draft_id: str, version: int) -> dict[str, Any]:
     """The draft Bundle naming its version (``Bundle.identifier``), so that a reviewer elsewhere
-    knows which version a decision is about."""
+    knows which version a decision is about; a Bundle id of its own, so that every version is
+    forwarded."""
+    value = f"{draft_id}/{version}"
     out = {k: v for k, v in bundle.items() if k not in ("identifier", "signature")}
-    out["identifier"] = {"system": DRAFT_VERSION_SYSTEM, "value": f"{draft_id}/{version}"}
+    out["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{DRAFT_VERSION_SYSTEM}|{value}"))
+    out["identifier"] = {"system": DRAFT_VERSION_SYSTEM, "value": value}
     return out
 
 
@@ -364,7 +368,7 @@ class ReviewService:
         signed = self._signer.sign_bundle(decided)
         status = report_status(decided)
         new = NewVersion(
-            status, f"{doc.action}d", doc.reviewer, _text(self._clock()), decided, signed
+            status, DONE[doc.action], doc.reviewer, _text(self._clock()), decided, signed
         )
         detail = f"{status} via {via}" + (f", key {kid}" if kid else "")
         entry = audit_entry(
@@ -386,7 +390,9 @@ class ReviewService:
             await self._store.write(write, notify=True)
         except StaleVersionError as exc:
             raise StaleDecisionError(str(exc)) from exc
-        log.info("draft %s %sd by %s via %s (%s)", doc.draft, doc.action, doc.reviewer, via, status)
+        log.info(
+            "draft %s %s by %s via %s (%s)", doc.draft, DONE[doc.action], doc.reviewer, via, status
+        )
         return Outcome(signed)
 
     async def _replay(self, doc: DecisionDoc) -> Outcome | None:
@@ -414,7 +420,3 @@ class ReviewService:
             raise ReviewSignatureError(
                 f"the signature is not {reviewer!r}'s over this decision: {exc}"
             ) from exc
-
-
-def new_decision_id() -> str:
-    return str(uuid.uuid4())

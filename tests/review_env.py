@@ -1,0 +1,161 @@
+"""A review setup for tests: a real store (with an outbox), users with keys, the review service
+and the review API served on 127.0.0.1; drafts built by the assistant's own draft builder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from gateway.assistant.report import (
+    Citation,
+    DraftInputs,
+    Finding,
+    MedicationCheck,
+    MedicationProposal,
+    ModelIdentity,
+    ReportContent,
+    build_draft,
+)
+from gateway.fhir.observation import PatientRef
+from gateway.fhir.resource import MappedResource
+from gateway.forward.signing import Signer, SigningKey
+from gateway.review.audit import AuditTrail
+from gateway.review.keys import generate, write_private
+from gateway.review.service import ReviewService
+from gateway.store.aio import AsyncStore
+from gateway.store.store import store_path
+from gateway.users import UserDirectory
+from gateway.web.app import bound_port, build_app, serve
+from gateway.web.ratelimit import RateLimit
+from gateway.web.reviews import setup_reviews
+from tests.fakes import GATEWAY, HR, NOW, SPO2, fake_observation
+
+BEDSIDE = shutil.which("bedside", path=str(Path(sys.executable).parent)) or "bedside"
+SERVICE_TOKEN = "review-test-service-token-0123456789"
+GATEWAY_ID = "gw-review-test"
+MODEL = ModelIdentity("gemma-3-270m", "ab" * 32, "gemma.gguf")
+
+
+def observation(code: str, value: Decimal, unit: str, n: int) -> MappedResource:
+    return MappedResource(
+        f"urn:uuid:00000000-0000-5000-8000-00000000010{n}", fake_observation(code, value, unit)
+    )
+
+
+def draft_bundle(cid: str, *, when: dt.datetime = NOW) -> dict[str, Any]:
+    """A draft like a consultation's: two Observations, a finding, two medication proposals
+    (one verified in the formulary, one not), a number the Observations do not hold."""
+    return build_draft(
+        DraftInputs(
+            consultation_id=cid,
+            content=ReportContent(
+                "Heart rate 72 /min, SpO2 97 %; temperature 39.5 reported [1].",
+                (Finding("Tachycardia not present", HR),),
+                (
+                    MedicationProposal("Paracetamol", "1 g every 6 h"),
+                    MedicationProposal("Ibuprofen", "400 mg"),
+                ),
+            ),
+            observations=[
+                observation(HR, Decimal(72), "/min", 1),
+                observation(SPO2, Decimal(97), "%", 2),
+            ],
+            gateway=GATEWAY,
+            model=MODEL,
+            started=when,
+            issued=when + dt.timedelta(minutes=4),
+            patient=PatientRef("Patient/p-42"),
+            checks=(
+                MedicationCheck(True, source="formulary.md § Analgesics"),
+                MedicationCheck(False, reason="'ibuprofen' is not in the retrieved formulary"),
+            ),
+            citations=(Citation("formulary.md § Analgesics", "7"),),
+            prompt_version="sha256:0011223344556677",
+        )
+    ).bundle
+
+
+@dataclass
+class ReviewEnv:
+    data_dir: Path
+    store: AsyncStore
+    service: ReviewService
+    trail: AuditTrail
+    users: UserDirectory
+    url: str
+    tokens: dict[str, str]
+    key_file: Path  # clara's private key
+    gateway_key: SigningKey
+    keys_dir: Path  # the gateway's and clara's public JWKs (for bedside verify)
+    clock: list[dt.datetime] = field(default_factory=list)
+
+    async def cli(self, *args: str, token: str | None = "clinician") -> tuple[int, str, str]:
+        """``bedside`` in a child process (the server keeps running in this loop)."""
+        env = dict(os.environ)
+        env.pop("BEDSIDE_TOKEN", None)
+        if token is not None:
+            env["BEDSIDE_TOKEN"] = self.tokens[token]
+        process = await asyncio.create_subprocess_exec(
+            BEDSIDE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def review_env(
+    tmp_path: Path, *, rate_limits: dict[str, RateLimit] | None = None
+) -> AsyncIterator[ReviewEnv]:
+    gateway_key = SigningKey.generate()
+    signer = Signer(gateway_key, {"reference": "urn:uuid:gateway"})
+    store = await AsyncStore.open(store_path(tmp_path), signer=signer, uplinks=("mqtt",))
+    users = UserDirectory(tmp_path)
+    tokens = {"service": SERVICE_TOKEN}
+    for name, role in (("clara", "clinician"), ("tom", "technician"), ("ada", "admin")):
+        users.add(name, role)
+        tokens[role] = users.new_token(name)
+    users.add("carl", "clinician")
+    tokens["other clinician"] = users.new_token("carl")
+    clinician_key = generate()
+    key_file = tmp_path / "clara.jwk"
+    write_private(key_file, clinician_key)
+    users.add_key("clara", clinician_key.public_jwk)
+    keys_dir = tmp_path / "public-keys"
+    keys_dir.mkdir()
+    (keys_dir / "gateway.jwk").write_text(_json(gateway_key.public_jwk))
+    (keys_dir / "clara.jwk").write_text(_json(clinician_key.public_jwk))
+    trail = AuditTrail(store)
+    service = ReviewService(store, gateway_id=GATEWAY_ID, signer=signer, keys=users)
+    app = build_app(
+        token=SERVICE_TOKEN,
+        users=users,
+        setup=[setup_reviews(service, trail, store)],
+        rate_limits=rate_limits,
+    )
+    runner = await serve(app, "127.0.0.1", 0)
+    try:
+        yield ReviewEnv(
+            tmp_path, store, service, trail, users,
+            f"http://127.0.0.1:{bound_port(runner)}", tokens, key_file, gateway_key, keys_dir,
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+        await store.close()
+        users.close()
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data)
