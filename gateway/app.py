@@ -22,7 +22,7 @@ import gc
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from gateway.ble.transport import given_link, open_link
 from gateway.errors import BedsideError
 from gateway.fhir.device import GatewayInfo, gateway_full_url
 from gateway.fhir.observation import PatientRef
+from gateway.forward.inbound import ListeningMqttUplink
 from gateway.forward.service import Forwarding, build_signer, build_uplinks, open_store
 from gateway.forward.settings import ForwardSettings
 from gateway.identity import load_identity, prepare_data_dir
@@ -46,6 +47,7 @@ from gateway.patients.service import PatientService
 from gateway.profiles import load_profiles
 from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.review.audit import AuditForwarder, AuditTrail
+from gateway.review.remote import review_handler
 from gateway.review.service import ReviewService
 from gateway.users import UserDirectory
 from gateway.web.auth import API_TOKEN_FILE
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from gateway.ble.measure import ObservationEvent
     from gateway.ble.transport import LinkSecurity
     from gateway.config import Settings
+    from gateway.forward.pump import Uplink
     from gateway.forward.signing import Signer
     from gateway.profiles import DeviceProfile
     from gateway.store.aio import AsyncStore
@@ -175,7 +178,7 @@ class Gateway:
         self.store = store
         try:
             async with AsyncExitStack() as stack:
-                self._open_reviews(stack, store, signer)
+                self._open_reviews(stack, store, signer, uplinks)
                 configured = (
                     PatientRef(
                         settings.patient.reference,
@@ -261,8 +264,11 @@ class Gateway:
             sdnotify.notify("STOPPING=1")
             await store.close()
 
-    def _open_reviews(self, stack: AsyncExitStack, store: AsyncStore, signer: Signer) -> None:
-        """The users (whose keys sign decisions), the audit trail and the drafts under review."""
+    def _open_reviews(
+        self, stack: AsyncExitStack, store: AsyncStore, signer: Signer, uplinks: Sequence[Uplink]
+    ) -> None:
+        """The users (whose keys sign decisions), the audit trail and the drafts under review,
+        decided through the API or over MQTT (the MQTT uplink listens on ``reviews``)."""
         users = UserDirectory(self.data_dir)
         stack.callback(users.close)
         self.users = users
@@ -275,7 +281,11 @@ class Gateway:
             transcripts=ConsultationArchive(self.data_dir / CONSULTATIONS_DIR).load,
             max_age_s=self.settings.review.max_decision_age_s,
             skew_s=self.settings.review.clock_skew_s,
+            audit_written=self.audit.written.set,
         )
+        for uplink in uplinks:
+            if isinstance(uplink, ListeningMqttUplink):
+                uplink.on_review = review_handler(self.reviews, self.audit)
 
     def health_checks(self) -> dict[str, HealthCheck]:
         """The components ``/healthz`` reports besides the assistant: name → a callable returning

@@ -471,6 +471,7 @@ class MqttUplink(MqttConnection):
         *,
         name: str = "mqtt",
         backoff: Backoff | None = None,
+        manual_ack: bool = False,
     ) -> None:
         self.gateway_id = gateway_id
         self._name = name
@@ -481,6 +482,7 @@ class MqttUplink(MqttConnection):
             will=(self._status_topic, STATUS_OFFLINE),
             max_inflight=settings.inflight_window + 1,  # + the status message
             backoff=backoff,
+            manual_ack=manual_ack,
         )
         self.client.on_publish = self._on_publish
         self._acks: dict[int, asyncio.Future[None]] = {}

@@ -26,7 +26,7 @@ from gateway.backoff import BackoffPolicy
 from gateway.forward.backoff import POLICIES, Backoff
 from gateway.forward.errors import ErrorClass
 from gateway.forward.https import HttpsUplink
-from gateway.forward.mqtt import MqttUplink
+from gateway.forward.inbound import ListeningMqttUplink
 from gateway.forward.pump import DEFAULT_RESCAN_INTERVAL_S, OutboxPump, Uplink
 from gateway.forward.settings import ForwardSettings, OutboxSettings
 from gateway.forward.signing import KeyStore, Signer
@@ -52,7 +52,9 @@ def build_uplinks(
     """The configured uplinks, MQTT first; empty when none is configured."""
     uplinks: list[RunnableUplink] = []
     if settings.mqtt is not None:
-        uplinks.append(MqttUplink(settings.mqtt, settings.gateway_id, backoff=Backoff(policies)))
+        uplinks.append(
+            ListeningMqttUplink(settings.mqtt, settings.gateway_id, backoff=Backoff(policies))
+        )
     if settings.https is not None:
         uplinks.append(HttpsUplink(settings.https))
     return uplinks

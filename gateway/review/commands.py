@@ -36,6 +36,25 @@ TokenOption = Annotated[
     typer.Option("--token", envvar="BEDSIDE_TOKEN", help="Your API token (or BEDSIDE_TOKEN)."),
 ]
 IdArgument = Annotated[str, typer.Argument(help="The draft's id (its consultation id).")]
+ViaMqttOption = Annotated[
+    str | None,
+    typer.Option(
+        "--via-mqtt",
+        help="Send the signed decision over MQTT (mqtt[s]://host:port) instead of the API.",
+    ),
+]
+DraftOption = Annotated[
+    Path | None,
+    typer.Option("--draft", help="With --via-mqtt: the draft Bundle as received (JSON)."),
+]
+GatewayOption = Annotated[
+    str | None, typer.Option("--gateway", help="With --via-mqtt: the gateway's id.")
+]
+ReviewerOption = Annotated[
+    str | None, typer.Option("--reviewer", help="With --via-mqtt: your user name on it.")
+]
+PrefixOption = Annotated[str, typer.Option("--topic-prefix", help="MQTT topic prefix.")]
+CaOption = Annotated[Path | None, typer.Option("--ca", help="CA bundle for mqtts://.")]
 
 
 def _refused(message: str) -> NoReturn:
@@ -153,9 +172,16 @@ def review_approve(
     ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
+    via_mqtt: ViaMqttOption = None,
+    draft_file: DraftOption = None,
+    gateway: GatewayOption = None,
+    reviewer: ReviewerOption = None,
+    topic_prefix: PrefixOption = "bedside",
+    ca: CaOption = None,
 ) -> None:
-    """Approve the draft (after your edits), signed with your key; prints the final Bundle.
-    A proposed medication is ordered only when the edit file says "decision": "accept"."""
+    """Approve the draft (after your edits), signed with your key; prints the final Bundle (or,
+    over MQTT, the decision sent). A proposed medication is ordered only when the edit file says
+    "decision": "accept"."""
     from gateway.fhir.review import proposals, signing_payload
     from gateway.forward.signing import Signer, b64url_decode
     from gateway.review.keys import read_private
@@ -165,6 +191,10 @@ def review_approve(
     except BedsideError as exc:
         fail(str(exc))
     changes = _read_edit(edit) if edit is not None else {}
+    if via_mqtt is not None:
+        remote = _Remote(via_mqtt, draft_file, gateway, reviewer, topic_prefix, ca)
+        remote.send(draft_id, "approve", signing_key, changes=changes)
+        return
     api = _Api(url, token)
     draft = api("GET", f"/api/drafts/{draft_id}")
     version = _apply_edit(api, draft_id, int(draft["version"]), changes)
@@ -196,10 +226,32 @@ def review_reject(
     reason: Annotated[str, typer.Option("--reason", help="Why (kept with the report).")],
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
+    via_mqtt: ViaMqttOption = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="With --via-mqtt: your private key file.")
+    ] = None,
+    draft_file: DraftOption = None,
+    gateway: GatewayOption = None,
+    reviewer: ReviewerOption = None,
+    topic_prefix: PrefixOption = "bedside",
+    ca: CaOption = None,
 ) -> None:
-    """Reject the draft with a reason; prints the Bundle of the rejected report."""
+    """Reject the draft with a reason; prints the Bundle of the rejected report (or, over MQTT,
+    the decision sent: a decision over MQTT is always signed, so give --key)."""
     if not reason.strip():
         fail("--reason: give the reason for the rejection")
+    if via_mqtt is not None:
+        from gateway.review.keys import read_private
+
+        if key is None:
+            fail("--key: a decision sent over MQTT must be signed")
+        try:
+            signing_key = read_private(key)
+        except BedsideError as exc:
+            fail(str(exc))
+        remote = _Remote(via_mqtt, draft_file, gateway, reviewer, topic_prefix, ca)
+        remote.send(draft_id, "reject", signing_key, reason=reason)
+        return
     api = _Api(url, token)
     draft = api("GET", f"/api/drafts/{draft_id}")
     _print(
@@ -209,6 +261,88 @@ def review_reject(
             {"version": draft["version"], "reason": reason},
         )
     )
+
+
+class _Remote:
+    """A decision sent over MQTT (gateway.review.remote): built and signed here from the draft
+    Bundle the hospital received."""
+
+    def __init__(
+        self,
+        url: str,
+        draft_file: Path | None,
+        gateway: str | None,
+        reviewer: str | None,
+        topic_prefix: str,
+        ca: Path | None,
+    ) -> None:
+        from pydantic import ValidationError
+
+        from gateway.forward.settings import MqttSettings, validation_message
+
+        if draft_file is None or gateway is None or reviewer is None:
+            fail("--via-mqtt needs --draft FILE, --gateway ID and --reviewer NAME")
+        try:
+            self.settings = MqttSettings(url=url, topic_prefix=topic_prefix, ca_file=ca)
+        except ValidationError as exc:
+            fail(validation_message(exc))
+        try:
+            self.draft = json.loads(draft_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            fail(f"{draft_file}: cannot read it ({exc.strerror})")
+        except ValueError as exc:
+            fail(f"{draft_file}: not JSON ({exc})")
+        self.gateway = gateway
+        self.reviewer = reviewer
+
+    def send(
+        self,
+        draft_id: str,
+        action: str,
+        key: Any,
+        *,
+        changes: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        import datetime as dt
+
+        from pydantic import ValidationError
+
+        from gateway.fhir.review import proposals
+        from gateway.review.decision import DecisionDoc, EditDoc
+        from gateway.review.remote import decision_message, draft_version, publish
+
+        changes = changes or {}
+        try:
+            named, version = draft_version(self.draft)
+            if named != draft_id:
+                fail(f"--draft holds draft {named}, not {draft_id}")
+            wanted = changes.get("medications", {})
+            edit = {k: v for k, v in changes.items() if k != "medications"}
+            meds = {
+                p: {k: v for k, v in m.items() if k in ("text", "dose")} for p, m in wanted.items()
+            }
+            if any(meds.values()):
+                edit["medications"] = {p: m for p, m in meds.items() if m}
+            doc = DecisionDoc.new(
+                gateway=self.gateway, draft=draft_id, version=version, action=action,  # type: ignore[arg-type]
+                reviewer=self.reviewer, at=dt.datetime.now(dt.UTC), reason=reason,
+                medications={
+                    p: "accept" if wanted.get(p, {}).get("decision") == "accept" else "reject"
+                    for p, r in proposals(self.draft).items() if r.get("status") == "draft"
+                } if action == "approve" else {},
+                edit=EditDoc.model_validate(edit) if edit else None,
+            )  # fmt: skip
+            message = decision_message(self.draft, doc, key)
+        except ValidationError as exc:
+            fail(f"the decision is not valid: {exc.errors()[0]['msg']}")
+        except BedsideError as exc:
+            fail(str(exc))
+        try:
+            publish(self.settings, self.gateway, message)
+        except OSError as exc:
+            _refused(f"no broker answers at {self.settings.host}:{self.settings.port} ({exc})")
+        _print({"decision_id": message["decision"]["decision_id"], "published": True})
 
 
 @audit_app.command("verify")

@@ -2,7 +2,9 @@
 "Review"). The same document, signed, is what both paths verify.
 
 ``{"decision_id", "gateway", "draft", "version", "action": "approve" | "reject", "at",
-"reviewer", "medications": {"<proposal id>": "accept" | "reject"}, "reason"?}``
+"reviewer", "medications": {"<proposal id>": "accept" | "reject"}, "reason"?, "edit"?}``; ``edit``
+(``{"conclusion"?, "findings"?, "medications"?: {id: {"text"?, "dose"?}}}``) is applied to the
+version first, as a version of its own: a reviewer without the API edits and decides at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,42 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from gateway.fhir.review import Decision, Reviewer
+from gateway.fhir.review import Decision, Edit, MedicationEdit, Reviewer
+
+
+class FindingDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str = Field(min_length=1, max_length=400)
+    code: str | None = Field(default=None, pattern=r"^[0-9]{1,7}-[0-9]$")
+
+
+class MedicationEditDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str | None = Field(default=None, max_length=200)
+    dose: str | None = Field(default=None, max_length=200)
+
+
+class EditDoc(BaseModel):
+    """What a reviewer changed (None: unchanged; findings replace the list)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conclusion: str | None = Field(default=None, min_length=1, max_length=2000)
+    findings: list[FindingDoc] | None = Field(default=None, max_length=20)
+    medications: dict[str, MedicationEditDoc] = Field(default_factory=dict)
+
+    def edit(self) -> Edit:
+        return Edit(
+            conclusion=self.conclusion,
+            findings=(
+                None
+                if self.findings is None
+                else [f.model_dump(exclude_none=True) for f in self.findings]
+            ),
+            medications={k: MedicationEdit(v.text, v.dose) for k, v in self.medications.items()},
+        )
 
 
 class DecisionDoc(BaseModel):
@@ -30,12 +67,13 @@ class DecisionDoc(BaseModel):
     reviewer: str = Field(min_length=1, max_length=32)
     medications: dict[str, Literal["accept", "reject"]] = Field(default_factory=dict)
     reason: str | None = Field(default=None, max_length=500)
+    edit: EditDoc | None = None
 
-    def decision(self) -> Decision:
+    def decision(self, version: int | None = None) -> Decision:
         return Decision(
             decision_id=str(self.decision_id),
             draft_id=self.draft,
-            version=self.version,
+            version=self.version if version is None else version,
             action=self.action,
             at=self.at,
             reviewer=Reviewer(self.reviewer, self.gateway),
@@ -58,6 +96,7 @@ class DecisionDoc(BaseModel):
         at: dt.datetime,
         medications: dict[str, Literal["accept", "reject"]] | None = None,
         reason: str | None = None,
+        edit: EditDoc | None = None,
     ) -> DecisionDoc:
         return cls(
             decision_id=uuid.uuid4(),
@@ -69,4 +108,5 @@ class DecisionDoc(BaseModel):
             reviewer=reviewer,
             medications=medications or {},
             reason=reason,
+            edit=edit,
         )

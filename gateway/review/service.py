@@ -121,6 +121,7 @@ class ReviewService:
         keys: ReviewerKeys,
         transcripts: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         renderer: Renderer | None = None,
+        audit_written: Callable[[], None] | None = None,
         max_age_s: float = 24 * 3600.0,
         skew_s: float = 300.0,
         clock: Callable[[], dt.datetime] = _utc_now,
@@ -131,6 +132,7 @@ class ReviewService:
         self._keys = keys
         self._transcripts = transcripts
         self._renderer = renderer
+        self._audit_written = audit_written or (lambda: None)
         self.max_age_s = max_age_s
         self.skew_s = skew_s
         self._clock = clock
@@ -252,6 +254,7 @@ class ReviewService:
             number = await self._store.write(write, notify=forward)
         except StaleVersionError as exc:
             raise StaleDecisionError(str(exc)) from exc
+        self._audit_written()
         return {"id": draft_id, "version": number, "status": draft.status}
 
     # -- decisions ----------------------------------------------------------------------------
@@ -263,16 +266,32 @@ class ReviewService:
             raise StaleDecisionError(
                 f"draft {doc.draft} is at version {versions[-1].version}, not {doc.version}"
             )
-        decided = self._decided(versions[-1], doc)
+        base, _ = self._base(versions[-1], doc)
+        decided = self._decided(base, doc)
         return {
             "decision": doc.as_json(),
             "bundle": decided,
             "payload": b64url_encode(signing_payload(decided)),
         }
 
-    def _decided(self, version: tables.VersionRecord, doc: DecisionDoc) -> dict[str, Any]:
+    def _base(
+        self, latest: tables.VersionRecord, doc: DecisionDoc
+    ) -> tuple[dict[str, Any], NewVersion | None]:
+        """The Bundle the decision is made on: the latest version, or that version with the
+        decision's edit applied (then also the edited version to store before the decision)."""
+        if doc.edit is None:
+            return latest.bundle, None
         try:
-            return decided_bundle(version.bundle, doc.decision())
+            edited = apply_edit(latest.bundle, doc.edit.edit())
+        except ReviewError as exc:
+            raise ReviewRefusedError(str(exc)) from exc
+        bundle = with_version(edited, doc.draft, doc.version + 1)
+        at = _text(self._clock())
+        return bundle, NewVersion(latest.status, "edited", doc.reviewer, at, bundle)
+
+    def _decided(self, bundle: dict[str, Any], doc: DecisionDoc) -> dict[str, Any]:
+        try:
+            return decided_bundle(bundle, doc.decision())
         except ReviewError as exc:
             raise ReviewRefusedError(str(exc)) from exc
 
@@ -324,6 +343,7 @@ class ReviewService:
                 audit_table.append(conn, entry)
 
         await self._store.write(write)
+        self._audit_written()
 
     async def _decide(
         self,
@@ -352,7 +372,8 @@ class ReviewService:
                 f"draft {doc.draft} is at version {draft.version}, not {doc.version}: "
                 "reload it and decide again"
             )
-        decided = self._decided(versions[-1], doc)
+        base, edited = self._base(versions[-1], doc)
+        decided = self._decided(base, doc)
         reviewer = Reviewer(doc.reviewer, self.gateway_id)
         kid = None
         if jws is not None:
@@ -378,9 +399,12 @@ class ReviewService:
 
         def write(store: Store) -> None:
             with store.transaction() as conn:
-                tables.add_version(conn, doc.draft, doc.version, new)
+                version = doc.version
+                if edited is not None:
+                    version = tables.add_version(conn, doc.draft, version, edited)
+                version = tables.add_version(conn, doc.draft, version, new)
                 tables.add_decision(
-                    conn, str(doc.decision_id), doc.draft, doc.version + 1, action=doc.action,
+                    conn, str(doc.decision_id), doc.draft, version, action=doc.action,
                     reviewer=doc.reviewer, via=via, at=doc.at.isoformat(),
                 )  # fmt: skip
                 audit_table.append(conn, entry)
@@ -390,6 +414,7 @@ class ReviewService:
             await self._store.write(write, notify=True)
         except StaleVersionError as exc:
             raise StaleDecisionError(str(exc)) from exc
+        self._audit_written()
         log.info(
             "draft %s %s by %s via %s (%s)", doc.draft, DONE[doc.action], doc.reviewer, via, status
         )

@@ -34,8 +34,8 @@ from aiohttp import web
 from pydantic import AwareDatetime, Field, ValidationError
 
 from gateway.fhir import jsonio
-from gateway.fhir.review import Edit, MedicationEdit, report_entry
-from gateway.review.decision import DecisionDoc
+from gateway.fhir.review import report_entry
+from gateway.review.decision import DecisionDoc, EditDoc
 from gateway.review.errors import DraftNotFoundError, ReviewRefusedError
 from gateway.store import audit as audit_table
 from gateway.store.reviews import MAX_PAGE, DraftQuery
@@ -65,32 +65,8 @@ class ListQuery(StrictBody):
     per_page: int = Field(default=20, ge=1, le=MAX_PAGE)
 
 
-class FindingBody(StrictBody):
-    text: str = Field(min_length=1, max_length=400)
-    code: str | None = Field(default=None, pattern=r"^[0-9]{1,7}-[0-9]$")
-
-
-class MedicationEditBody(StrictBody):
-    text: str | None = Field(default=None, max_length=200)
-    dose: str | None = Field(default=None, max_length=200)
-
-
-class EditBody(StrictBody):
+class EditBody(EditDoc):
     version: int = Field(ge=1)
-    conclusion: str | None = Field(default=None, min_length=1, max_length=2000)
-    findings: list[FindingBody] | None = Field(default=None, max_length=20)
-    medications: dict[str, MedicationEditBody] = Field(default_factory=dict)
-
-    def edit(self) -> Edit:
-        return Edit(
-            conclusion=self.conclusion,
-            findings=(
-                None
-                if self.findings is None
-                else [f.model_dump(exclude_none=True) for f in self.findings]
-            ),
-            medications={k: MedicationEdit(v.text, v.dose) for k, v in self.medications.items()},
-        )
 
 
 class OfferBody(StrictBody):
