@@ -25,14 +25,16 @@ install: $(STAMP)
 # Test-only system packages (Debian); installed when missing and we are root.
 sysdeps:
 	@missing=""; \
-	for pkg in $(SYSDEPS); do command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
+	for dep in $(SYSDEPS); do \
+	  command -v $${dep%%:*} >/dev/null || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing test system packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "warning: missing system packages:$$missing (tests that need them are skipped)"; fi; \
 	fi
-SYSDEPS := mosquitto chromium
+# command:package
+SYSDEPS := mosquitto:mosquitto chromium:chromium pdftotext:poppler-utils
 
 demo: install
 	$(BIN)/bedside demo

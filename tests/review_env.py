@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import os
 import shutil
 import sys
@@ -51,6 +52,39 @@ def observation(code: str, value: Decimal, unit: str, n: int) -> MappedResource:
     )
 
 
+def ecg_strip(seconds: float = 2.0) -> MappedResource:
+    """An ECG lead II strip (PhdRtsaObservation shape): 250 Hz, 1 µV steps, a beat a second."""
+    samples = []
+    for i in range(int(seconds * 250)):
+        phase = (i % 250) / 250
+        spike = 1200 if 0.10 <= phase < 0.12 else (-250 if 0.12 <= phase < 0.14 else 0)
+        wave = round(180 * math.sin(2 * math.pi * phase * 2))
+        samples.append(spike + wave)
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {
+            "coding": [{"system": "urn:iso:std:iso:11073:10101", "code": "131330"}],
+            "text": "ECG lead II",
+        },
+        "effectiveDateTime": "2025-01-02T10:01:00Z",
+        "valueSampledData": {
+            "origin": {
+                "value": 0,
+                "unit": "mV",
+                "system": "http://unitsofmeasure.org",
+                "code": "mV",
+            },
+            "period": 4,
+            "factor": Decimal("0.001"),
+            "dimensions": 1,
+            "data": " ".join(map(str, samples)),
+        },
+        "device": {"reference": "urn:uuid:6a1b4c1e-8f4e-5c8b-9d1c-2f3a4b5c6d7e"},
+    }
+    return MappedResource("urn:uuid:00000000-0000-5000-8000-000000000109", observation)
+
+
 def draft_bundle(cid: str, *, when: dt.datetime = NOW) -> dict[str, Any]:
     """A draft like a consultation's: two Observations, a finding, two medication proposals
     (one verified in the formulary, one not), a number the Observations do not hold."""
@@ -68,6 +102,7 @@ def draft_bundle(cid: str, *, when: dt.datetime = NOW) -> dict[str, Any]:
             observations=[
                 observation(HR, Decimal(72), "/min", 1),
                 observation(SPO2, Decimal(97), "%", 2),
+                ecg_strip(),
             ],
             gateway=GATEWAY,
             model=MODEL,

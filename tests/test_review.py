@@ -3,10 +3,12 @@ command line against a real store, real signatures and a served API."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import sqlite3
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -255,6 +257,8 @@ async def test_a_clinician_lists_edits_and_approves_with_the_command_line(env: R
     assert f"signed by key {env.gateway_key.kid}" in out
     assert f"approved by clara with key {read_private(env.key_file).kid}" in out
 
+    await check_the_pdf_copy(env, final)
+
     status, draft = await api(env, "GET", "/api/drafts/c1")
     assert status == 200
     assert [(v["version"], v["action"], v["author"]) for v in draft["versions"]] == [
@@ -271,6 +275,52 @@ async def test_a_clinician_lists_edits_and_approves_with_the_command_line(env: R
         (i.kind.value, report_entry(json.loads(i.payload))["resource"]["status"]) for i in items
     ]
     assert kinds == [("drafts", "partial"), ("drafts", "partial"), ("drafts", "final")]
+
+
+async def check_the_pdf_copy(env: ReviewEnv, final: dict[str, Any]) -> None:
+    """The PDF is attached to the final report, downloadable, and shows what it should."""
+    (form,) = report_entry(final)["resource"]["presentedForm"]
+    assert form["contentType"] == "application/pdf"
+    status, document = await api(env, "GET", "/api/drafts/c1/pdf")
+    assert status == 200
+    assert document == base64.b64decode(form["data"])
+    path = env.data_dir / "report.pdf"
+    path.write_bytes(document)
+    await asyncio.to_thread(check_pdf_file, path, read_private(env.key_file).kid)
+
+
+def check_pdf_file(path: Path, kid: str) -> None:
+    """What poppler reads in the PDF: metadata, embedded fonts, the text, a rendered page."""
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True)
+    assert "Title:           Consultation report" in info.stdout
+    assert "Author:          clara" in info.stdout
+    fonts = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True)
+    rows = fonts.stdout.splitlines()[2:]
+    assert rows
+    assert all(row.split()[-5] == "yes" for row in rows), fonts.stdout  # every font embedded
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    flat = " ".join(text.split())
+    for expected in (
+        "Patient: Patient/p-42",
+        "Heart rate 72 /min and SpO2 97 %: no acute concern.",
+        "Heart rate 72 /min",
+        "97 %",
+        "ECG: ECG lead II",
+        "Paracetamol 1 g every 6 h: ordered",
+        "Ibuprofen 400 mg: not ordered",
+        "Approved by clara",
+        kid,
+        "CLINAST_AIRPT",
+    ):
+        assert expected in flat, expected
+    prefix = path.with_name("page")
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", str(path), str(prefix)], check=True
+    )
+    page = next(path.parent.glob("page*.png"))
+    assert page.stat().st_size > 5000  # a rendered page, grid and trace included
 
 
 async def test_a_technician_may_not_read_or_approve(env: ReviewEnv) -> None:

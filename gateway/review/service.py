@@ -18,6 +18,7 @@ has the same effect, checks and audit whichever way it came:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -41,6 +42,7 @@ from gateway.fhir.review import (
 )
 from gateway.forward.errors import SignatureError
 from gateway.forward.signing import b64url_encode, verify_detached
+from gateway.review import pdf
 from gateway.review.decision import DecisionDoc
 from gateway.review.errors import (
     AlreadyDecidedError,
@@ -72,10 +74,6 @@ class ReviewerKeys(Protocol):
     """The reviewers' registered public keys (``gateway.users.UserDirectory``)."""
 
     def public_keys(self, name: str) -> dict[str, Ed25519PublicKey]: ...
-
-
-Renderer = Callable[[Mapping[str, Any], str | None], Awaitable[dict[str, Any]]]
-"""Adds the PDF copy to a decided Bundle (given the verifying key's thumbprint, if any)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +118,7 @@ class ReviewService:
         signer: BundleSigner,
         keys: ReviewerKeys,
         transcripts: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
-        renderer: Renderer | None = None,
+        pdf: bool = True,
         audit_written: Callable[[], None] | None = None,
         max_age_s: float = 24 * 3600.0,
         skew_s: float = 300.0,
@@ -131,7 +129,7 @@ class ReviewService:
         self._signer = signer
         self._keys = keys
         self._transcripts = transcripts
-        self._renderer = renderer
+        self._pdf = pdf
         self._audit_written = audit_written or (lambda: None)
         self.max_age_s = max_age_s
         self.skew_s = skew_s
@@ -384,8 +382,8 @@ class ReviewService:
                 "an approval (and any decision over MQTT) needs the clinician's signature: "
                 "sign with `bedside review approve --key`"
             )
-        if doc.action == "approve" and self._renderer is not None:
-            decided = await self._renderer(decided, kid)
+        if doc.action == "approve" and self._pdf:
+            decided = await self._with_pdf(decided, kid, draft.created)
         signed = self._signer.sign_bundle(decided)
         status = report_status(decided)
         new = NewVersion(
@@ -419,6 +417,20 @@ class ReviewService:
             "draft %s %s by %s via %s (%s)", doc.draft, DONE[doc.action], doc.reviewer, via, status
         )
         return Outcome(signed)
+
+    async def _with_pdf(
+        self, decided: dict[str, Any], kid: str | None, created: str
+    ) -> dict[str, Any]:
+        """The approved Bundle with its PDF copy (rendered in a thread: tens of milliseconds)."""
+        strips = [
+            e["resource"] for e in decided.get("entry", [])
+            if "valueSampledData" in e["resource"]
+        ] or await self._nearest_strip(created)  # fmt: skip
+        document = await asyncio.to_thread(
+            pdf.render, decided, kid=kid, strips=strips, gateway_id=self.gateway_id
+        )
+        status = report_status(decided)
+        return pdf.with_pdf(decided, document, f"Consultation report ({status})")
 
     async def _replay(self, doc: DecisionDoc) -> Outcome | None:
         def read(store: Store) -> dict[str, Any] | None:
