@@ -406,6 +406,13 @@ async def test_one_message_at_a_time_and_the_record(
         archive_dir=tmp_path / "consultations",
     )
     assert (await later.snapshot(consultation.id))["messages"][0]["content"] == "First message."
+    newer = later.create()
+    history = await later.history()
+    assert [(h["id"], h["status"]) for h in history] == [
+        (newer.id, "open"),  # this run's, then the archived one: newest first
+        (consultation.id, "open"),
+    ]
+    assert set(history[1]) == {"id", "status", "busy", "created", "closed"}
     with pytest.raises(ConsultationClosedError, match="earlier run"):
         await later.send(consultation.id, "Hello again.")
     with pytest.raises(ConsultationNotFoundError):

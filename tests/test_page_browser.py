@@ -163,7 +163,8 @@ async def test_a_clinician_is_refused_the_technician_page_and_actions(
     page = await (await browser.new_context(bypass_csp=True)).new_page()
     page.set_default_timeout(TIMEOUT_MS)
     await log_in(page, base, accounts["clinician"])
-    await page.wait_for_url(f"{base}/")
+    await page.wait_for_url(f"{base}/review")  # not the technician's page: the clinician's own
+    await page.goto(f"{base}/")
     assert "may not GET /" in (await page.text_content("body") or "")
     me = await page.evaluate("fetch('/api/me').then(r => r.json())")
     assert me["role"] == "clinician"

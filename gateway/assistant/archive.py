@@ -14,6 +14,7 @@ from gateway.fhir import jsonio
 
 ARCHIVE_MODE: Final = 0o600
 ARCHIVE_DIR_MODE: Final = 0o700
+SUMMARY_FIELDS: Final = ("id", "status", "created", "closed")
 
 
 class ConsultationArchive:
@@ -53,3 +54,18 @@ class ConsultationArchive:
 
     async def load(self, cid: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self._read, cid)
+
+    def _summaries(self) -> list[dict[str, Any]]:
+        out = []
+        for path in self.directory.glob("*.json") if self.directory.is_dir() else []:
+            try:
+                record = jsonio.loads(path.read_text(encoding="utf-8"))
+            except (OSError, jsonio.FhirJsonError):
+                continue  # a file being replaced, or not ours: skipped, never fatal
+            if self.path(str(record.get("id"))) == path:
+                out.append({k: record.get(k) for k in SUMMARY_FIELDS})
+        return out
+
+    async def summaries(self) -> list[dict[str, Any]]:
+        """``{"id", "status", "created", "closed"}`` of every archived consultation."""
+        return await asyncio.to_thread(self._summaries)

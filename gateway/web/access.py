@@ -53,6 +53,7 @@ TECHNICAL: Final = frozenset({Role.TECHNICIAN, Role.ADMIN})
 ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("GET", "/healthz"): None,
     ("GET", "/"): TECHNICAL,
+    ("GET", "/review"): CLINICAL,
     ("GET", "/login"): None,
     ("GET", "/static/{name}"): None,
     ("POST", "/api/login"): None,
@@ -93,7 +94,8 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], frozenset[Role] | None]] = {
     ("GET", "/api/audit"): frozenset({Role.ADMIN}),
 }
 
-PAGES: Final = frozenset({("GET", "/")})  # HTML pages: the logged-out are sent to /login
+# HTML pages: a logged-out browser is sent to /login
+PAGES: Final = frozenset({("GET", "/"), ("GET", "/review")})
 USERS: Final[web.AppKey[UserDirectory | None]] = web.AppKey("users")
 RATE_LIMITER: Final[web.AppKey[RateLimiter]] = web.AppKey("rate_limiter")
 

@@ -7,7 +7,8 @@
 
 - ``POST /api/consultations`` ``{"require": ["8867-4", ...]}`` (body optional) → 201 ``{"id",
   "status", "require"}``;
-- ``GET /api/consultations`` → ``{"data": [{"id", "status", "busy", "created"}...]}``;
+- ``GET /api/consultations?page=&per_page=`` → ``{"data": [{"id", "status", "busy", "created",
+  "closed"}...], "page", "per_page", "total"}``: this run's and the archived ones, newest first;
 - ``POST /api/consultations/{id}/messages`` ``{"content": "..."}`` → ``text/event-stream``: one
   server-sent event per consultation event (``event: token`` / ``observation_requested`` /
   ``observation`` / ``observation_unavailable`` / ``done``, ``data:`` its JSON, e.g.
@@ -30,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from gateway.assistant.consultation import (
     ConsultationBusyError,
@@ -44,7 +45,8 @@ from gateway.assistant.consultation import (
 )
 from gateway.assistant.errors import EngineClosedError, EngineError, EngineTimeoutError
 from gateway.fhir import jsonio
-from gateway.web.errors import ApiError, StrictBody, parse_body
+from gateway.web.auditing import audit
+from gateway.web.errors import ApiError, StrictBody, parse_body, validation_error
 from gateway.web.services import ASSISTANT
 from gateway.web.sse import sse_frame, start_stream
 
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON: Final = "application/fhir+json"
 ID_PATTERN: Final = "{id}"
+MAX_PER_PAGE: Final = 200
 
 
 class CreateBody(StrictBody):
@@ -114,21 +117,22 @@ async def create_consultation(request: web.Request) -> web.Response:
     )
 
 
+class PageQuery(StrictBody):
+    page: int = Field(default=1, ge=1)
+    per_page: int = Field(default=50, ge=1, le=MAX_PER_PAGE)
+
+
 async def list_consultations(request: web.Request) -> web.Response:
     service = _service(request, running=False)
-    return _json(
-        {
-            "data": [
-                {
-                    "id": c.id,
-                    "status": c.status,
-                    "busy": c.busy,
-                    "created": c.snapshot()["created"],
-                }
-                for c in service.consultations()
-            ]
-        }
-    )
+    try:
+        query = PageQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+    rows = await service.history()
+    first = (query.page - 1) * query.per_page
+    page = rows[first : first + query.per_page]
+    await audit(request, "search", what="Consultation", detail=f"{len(page)} of {len(rows)}")
+    return _json({"data": page, "page": query.page, "per_page": query.per_page, "total": len(rows)})
 
 
 async def get_consultation(request: web.Request) -> web.Response:
@@ -137,6 +141,7 @@ async def get_consultation(request: web.Request) -> web.Response:
         record = await service.snapshot(request.match_info["id"])
     except ConsultationError as exc:
         raise api_error(exc) from exc
+    await audit(request, "read", what="Consultation", what_id=request.match_info["id"])
     return _json(record)
 
 

@@ -3,6 +3,8 @@ JavaScript in ``gateway/web/static/`` are package data, read once at start.
 
 - ``GET /``: the page (technician, admin). A browser that is not logged in is sent to the login
   page; a logged-in clinician gets 403.
+- ``GET /review``: the clinician's page (clinician, admin): draft reports, edited, approved with
+  the clinician's key (signed in the browser) or rejected.
 - ``GET /login``: the login form (public); it posts to ``POST /api/login`` and comes back.
 - ``GET /static/{name}``: the page's CSS and JavaScript (public: they hold no data).
 - ``GET /api/live``: the live stream (:mod:`gateway.web.live`).
@@ -26,8 +28,9 @@ STATIC: Final = {
     "page.css": "text/css",
     "page.js": "text/javascript",
     "login.js": "text/javascript",
+    "review.js": "text/javascript",
 }
-PAGES: Final = ("index.html", "login.html")
+PAGES: Final = ("index.html", "login.html", "review.html")
 # The page loads nothing from elsewhere and runs no inline script.
 CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -60,6 +63,10 @@ async def index(request: web.Request) -> web.Response:
     return _html(request, "index.html")
 
 
+async def review_page(request: web.Request) -> web.Response:
+    return _html(request, "review.html")
+
+
 async def login_page(request: web.Request) -> web.Response:
     return _html(request, "login.html")
 
@@ -84,6 +91,7 @@ def setup_page(hub: LiveHub) -> Callable[[web.Application], None]:
         app[FILES] = _load()
         app[LIVE] = hub
         app.router.add_get("/", index)
+        app.router.add_get("/review", review_page)
         app.router.add_get("/login", login_page)
         app.router.add_get("/static/{name}", static)
         app.router.add_get("/api/live", live)

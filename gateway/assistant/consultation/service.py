@@ -148,6 +148,18 @@ class ConsultationService:
     def consultations(self) -> list[Consultation]:
         return list(self._consultations.values())
 
+    async def history(self) -> list[dict[str, Any]]:
+        """Every consultation, of this run and archived earlier, newest first: ``{"id",
+        "status", "busy", "created", "closed"}``."""
+        rows = {r["id"]: r | {"busy": False} for r in await self._archived()}
+        for c in self._consultations.values():
+            snapshot = c.snapshot()
+            rows[c.id] = {k: snapshot[k] for k in ("id", "status", "busy", "created", "closed")}
+        return sorted(rows.values(), key=lambda r: (str(r["created"]), r["id"]), reverse=True)
+
+    async def _archived(self) -> list[dict[str, Any]]:
+        return await self._archive.summaries() if self._archive is not None else []
+
     async def snapshot(self, cid: str) -> dict[str, Any]:
         """The record of a consultation of this session, or one archived earlier."""
         consultation = self._consultations.get(cid)

@@ -1,9 +1,12 @@
 // The login form: POST /api/login, then back to the page asked for (a path on this gateway only).
 "use strict";
 
-function nextPath() {
-  const next = new URLSearchParams(location.search).get("next") || "/";
-  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+// A clinician's home is the review page; a technician's (and an admin's) the gateway's page.
+function nextPath(role) {
+  const home = role === "clinician" ? "/review" : "/";
+  const next = new URLSearchParams(location.search).get("next") || home;
+  if (!next.startsWith("/") || next.startsWith("//")) return home;
+  return next === "/" ? home : next;
 }
 
 document.getElementById("login").addEventListener("submit", async (event) => {
@@ -22,7 +25,8 @@ document.getElementById("login").addEventListener("submit", async (event) => {
       credentials: "same-origin",
     });
     if (answer.ok) {
-      location.assign(nextPath());
+      const me = await answer.json().catch(() => ({}));
+      location.assign(nextPath(me.role));
       return;
     }
     const error = await answer.json().catch(() => null);
