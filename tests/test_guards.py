@@ -10,7 +10,7 @@ from gateway.assistant.guards import (
     PassageText,
     check_medication,
     copies_instructions,
-    guard_report,
+    drop_copies,
     name_words,
 )
 from gateway.assistant.prompts import limit_message, prompt_version
@@ -99,7 +99,7 @@ def test_a_proposal_that_names_no_medication_is_unverified() -> None:
     assert (check.verified, check.reason) == (False, "the proposal names no medication")
 
 
-def test_guard_report_drops_copies_and_checks_the_rest() -> None:
+def test_copies_are_dropped_and_the_rest_checked() -> None:
     content = ReportContent(
         "Heart rate 72 /min. No more measurements in this reply (at most 3); answer with the "
         "observations you have.",
@@ -110,18 +110,18 @@ def test_guard_report_drops_copies_and_checks_the_rest() -> None:
             MedicationProposal("Ibuprofen"),
         ),
     )
-    guarded = guard_report(content, FORMULARY)
-    assert guarded.content.conclusion == "Heart rate 72 /min."
-    assert guarded.content.findings == (Finding("Normal sinus rhythm"),)
-    assert [m.text for m in guarded.content.medications] == ["Paracetamol", "Ibuprofen"]
-    assert [c.verified for c in guarded.checks] == [True, False]
-    assert len(guarded.dropped) == 3
+    cleaned, dropped = drop_copies(content)
+    assert cleaned.conclusion == "Heart rate 72 /min."
+    assert cleaned.findings == (Finding("Normal sinus rhythm"),)
+    assert [m.text for m in cleaned.medications] == ["Paracetamol", "Ibuprofen"]
+    assert [check_medication(m, FORMULARY).verified for m in cleaned.medications] == [True, False]
+    assert len(dropped) == 3
 
 
 def test_a_conclusion_that_is_only_a_copy_is_replaced_by_a_notice() -> None:
-    guarded = guard_report(ReportContent(limit_message(3)), FORMULARY)
-    assert guarded.content.conclusion == REMOVED_CONCLUSION
-    assert guarded.dropped == (limit_message(3),)
+    cleaned, dropped = drop_copies(ReportContent(limit_message(3)))
+    assert cleaned.conclusion == REMOVED_CONCLUSION
+    assert dropped == (limit_message(3),)
 
 
 def test_prompt_version_names_the_templates() -> None:

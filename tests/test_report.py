@@ -30,6 +30,7 @@ from gateway.assistant.consultation import (
 )
 from gateway.assistant.engine import Engine
 from gateway.assistant.grammars import json_schema
+from gateway.assistant.prompts import prompt_version
 from gateway.assistant.report import (
     PASSAGE_SYSTEM,
     PROMPT_SYSTEM,
@@ -59,9 +60,19 @@ from gateway.fhir.observation import PatientRef
 from gateway.fhir.resource import MappedResource
 from gateway.fhir.transparency import AI_PROVENANCE_PROFILE, ai_labels
 from gateway.forward.signing import Signer, SigningKey, verify_bundle
+from gateway.rag.retriever import DocumentRef, Passage
 from gateway.store.aio import AsyncStore
 from gateway.store.models import TopicKind
-from tests.fakes import GATEWAY, HR, NOW, SPO2, RecordingSensors, fake_observation, reply_events
+from tests.fakes import (
+    GATEWAY,
+    HR,
+    NOW,
+    SPO2,
+    FakeRetriever,
+    RecordingSensors,
+    fake_observation,
+    reply_events,
+)
 
 VALUES = [Decimal(72), Decimal(97), Decimal(120), Decimal(80)]
 MODEL = ModelIdentity(
@@ -461,3 +472,79 @@ async def test_gateway_report_subject_is_the_assigned_patient(
     assert report["subject"] == {"reference": "Patient/r1"}
     (report,) = of_type(validate_resources(unassigned), "DiagnosticReport")
     assert "subject" not in report
+
+
+# -- the guards on closing -------------------------------------------------------------------------
+
+
+FORMULARY = [
+    Passage(
+        41,
+        DocumentRef("formulary.md", "Ward formulary"),
+        None,
+        ("Analgesics",),
+        "Paracetamol: 1 g every 6 h by mouth, at most 4 g a day.",
+        0.8,
+    )
+]
+
+
+class FixedReport(ConsultationService):
+    """The model's report fixed (what the grammar lets a model write), to drive the guards."""
+
+    content = ReportContent(
+        "Temperature 36.8 Cel. No more measurements in this reply (at most 3); answer with the "
+        "observations you have.",
+        (),
+        (
+            MedicationProposal("Paracetamol", "1 g every 6 h"),
+            MedicationProposal("Amoxicillin", "500 mg"),
+            MedicationProposal("No more measurements in this reply (at most 3); answer"),
+        ),
+    )
+
+    async def _draft_content(self, consultation: Any) -> ReportContent:
+        return self.content
+
+
+async def test_closing_guards_the_proposals_against_the_formulary(
+    consultation_engine: Engine,
+) -> None:
+    retriever = FakeRetriever(FORMULARY)
+    service = FixedReport(
+        consultation_engine,
+        RecordingSensors({}),
+        gateway=GATEWAY,
+        signer=Signer(SigningKey.generate(), {"reference": "urn:uuid:gw"}),
+        retriever=retriever,
+        settings=ConsultationSettings(retrieval_k=0, formulary_k=2),
+    )
+    consultation = service.create()
+    signed = await service.close(consultation.id)
+    by_url = validate_resources(signed)
+    (report,) = of_type(by_url, "DiagnosticReport")
+    assert report["conclusion"] == "Temperature 36.8 Cel."
+    requests = of_type(by_url, "MedicationRequest")
+    assert [r["medicationCodeableConcept"]["text"] for r in requests] == [
+        "Paracetamol",
+        "Amoxicillin",
+    ]
+    assert [medication_check(r) for r in requests] == [
+        {"verified": True, "source": FORMULARY[0].citation},
+        {
+            "verified": False,
+            "reason": "'amoxicillin' is not in the retrieved formulary or guidelines",
+        },
+    ]
+    # one search per proposal that survived the guards, for the proposal itself
+    assert [q[0] for q in retriever.queries] == ["Paracetamol 1 g every 6 h", "Amoxicillin 500 mg"]
+    (provenance,) = of_type(by_url, "Provenance")
+    prompt = [
+        e["what"]["identifier"]["value"]
+        for e in provenance["entity"]
+        if e["what"].get("identifier", {}).get("system") == PROMPT_SYSTEM
+    ]
+    assert prompt == [prompt_version()]
+    record = await service.snapshot(consultation.id)
+    (guard,) = [m for m in record["messages"] if m["role"] == "guard"]
+    assert len(guard["dropped"]) == 2

@@ -125,15 +125,6 @@ def check_medication(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class GuardedReport:
-    """The report with copied text removed, a check per remaining medication, what was dropped."""
-
-    content: ReportContent
-    checks: tuple[MedicationCheck, ...]
-    dropped: tuple[str, ...]
-
-
 def _clean_conclusion(text: str, dropped: list[str]) -> str:
     kept = []
     for sentence in _SENTENCE.split(text):
@@ -144,8 +135,8 @@ def _clean_conclusion(text: str, dropped: list[str]) -> str:
     return " ".join(kept).strip() or REMOVED_CONCLUSION
 
 
-def guard_report(content: ReportContent, passages: Sequence[PassageText]) -> GuardedReport:
-    """Apply both guards to the model's report (see the module text)."""
+def drop_copies(content: ReportContent) -> tuple[ReportContent, tuple[str, ...]]:
+    """The report without the text that copies the gateway's instructions, and that text."""
     dropped: list[str] = []
     conclusion = _clean_conclusion(content.conclusion, dropped)
     findings: list[Finding] = []
@@ -161,7 +152,4 @@ def guard_report(content: ReportContent, passages: Sequence[PassageText]) -> Gua
             dropped.append(text.strip())
         else:
             medications.append(proposal)
-    checks = tuple(check_medication(m, passages) for m in medications)
-    return GuardedReport(
-        ReportContent(conclusion, tuple(findings), tuple(medications)), checks, tuple(dropped)
-    )
+    return ReportContent(conclusion, tuple(findings), tuple(medications)), tuple(dropped)

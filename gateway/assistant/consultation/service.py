@@ -32,7 +32,7 @@ from gateway.assistant.consultation.ports import (
 from gateway.assistant.engine import Engine
 from gateway.assistant.errors import EngineError
 from gateway.assistant.grammars import json_schema
-from gateway.assistant.guards import PassageText, guard_report
+from gateway.assistant.guards import PassageText, check_medication, drop_copies
 from gateway.assistant.prompts import is_loinc_code, prompt_version
 from gateway.assistant.report import (
     REPORT_ORDER,
@@ -190,20 +190,20 @@ class ConsultationService:
         consultation = await self._live(cid)
         consultation.begin_close()
         try:
-            content = await self._draft_content(consultation)
+            content, dropped = drop_copies(await self._draft_content(consultation))
             passages = consultation.passages + await self._formulary(cid, content)
-            guarded = guard_report(content, passages)
-            if guarded.dropped:
+            checks = tuple(check_medication(m, passages) for m in content.medications)
+            if dropped:
                 log.info(
                     "consultation %s: dropped %d text(s) copying the gateway's instructions",
                     cid,
-                    len(guarded.dropped),
+                    len(dropped),
                 )
                 consultation.record(
                     {
                         "role": "guard",
                         "at": fhir_datetime(self._clock()),
-                        "dropped": guarded.dropped,
+                        "dropped": dropped,
                     }
                 )
             issued = self._clock()
@@ -212,7 +212,7 @@ class ConsultationService:
             draft = build_draft(
                 DraftInputs(
                     consultation_id=cid,
-                    content=guarded.content,
+                    content=content,
                     observations=[o.mapped for o in observations],
                     gateway=self.gateway,
                     model=await self.model_identity(),
@@ -220,7 +220,7 @@ class ConsultationService:
                     issued=issued,
                     devices=devices,
                     patient=self.patient,
-                    checks=guarded.checks,
+                    checks=checks,
                     citations=consultation.citations,
                     prompt_version=prompt_version(),
                 )
