@@ -57,7 +57,7 @@ the settings are :class:`gateway.assistant.settings.ConsultationSettings`.
 """
 
 from gateway.assistant.archive import ConsultationArchive
-from gateway.assistant.consultation.conversation import Consultation, ConsultationDeps, Reply
+from gateway.assistant.consultation.conversation import Consultation, ConsultationDeps
 from gateway.assistant.consultation.errors import (
     ConsultationBusyError,
     ConsultationClosedError,
@@ -96,6 +96,7 @@ from gateway.assistant.consultation.ports import (
     SensorStatusLike,
     sensor_device_resolver,
 )
+from gateway.assistant.consultation.reply import Reply
 from gateway.assistant.consultation.service import ConsultationService, file_sha256
 from gateway.assistant.settings import ConsultationSettings
 

@@ -8,8 +8,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 
 from bleak.exc import BleakError
 
@@ -42,6 +41,7 @@ from gateway.assistant.consultation.observations import (
     used_observation,
 )
 from gateway.assistant.consultation.ports import DraftStore, RetrieverLike, Sensors
+from gateway.assistant.consultation.reply import Reply
 from gateway.assistant.engine import Engine
 from gateway.assistant.errors import ContextOverflowError, EngineTimeoutError
 from gateway.assistant.grammars import any_code_completion, forced_tag, tag_completion
@@ -112,40 +112,6 @@ class ConsultationDeps:
     codes_by_kind: Mapping[str, tuple[str, ...]]  # from the sensor profiles
     measure_timeouts: Mapping[str, float]  # seconds per sensor kind, from the sensor profiles
     clock: Callable[[], dt.datetime]
-
-
-class Reply:
-    """The events of one message (async iterator, async context manager). Iterate it or close
-    it: until then the consultation is busy. Leaving ``async with`` cancels an unfinished reply."""
-
-    def __init__(self, consultation: Consultation, events: AsyncIterator[ConsultationEvent]):
-        self._consultation = consultation
-        self._events = events
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ConsultationEvent:
-        return await anext(self._events)
-
-    async def aclose(self) -> None:
-        close = getattr(self._events, "aclose", None)
-        try:
-            if close is not None:
-                await close()
-        finally:
-            self._consultation._release(self)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class Consultation:
@@ -267,7 +233,7 @@ class Consultation:
                     f"content contains the control token {token}; remove it"
                 )
         self._check_open("answering a message")
-        reply = Reply(self, self._run(text))
+        reply = Reply(self._release, self._run(text))
         self._reply = reply
         return reply
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.assistant.archive import ConsultationArchive
-from gateway.assistant.consultation.conversation import Consultation, ConsultationDeps, Reply
+from gateway.assistant.consultation.conversation import Consultation, ConsultationDeps
 from gateway.assistant.consultation.errors import (
     ConsultationClosedError,
     ConsultationInputError,
@@ -29,6 +29,7 @@ from gateway.assistant.consultation.ports import (
     SensorProfile,
     Sensors,
 )
+from gateway.assistant.consultation.reply import Reply
 from gateway.assistant.engine import Engine
 from gateway.assistant.errors import EngineError
 from gateway.assistant.grammars import json_schema
