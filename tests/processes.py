@@ -14,6 +14,7 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 BEDSIDE_SIM = Path(sys.executable).with_name("bedside-sim")
+BEDSIDE = Path(sys.executable).with_name("bedside")
 LINE_TIMEOUT_S = 30.0
 
 
@@ -58,3 +59,18 @@ def bedside_sim(port: int, devices: str, *, stop: signal.Signals = signal.SIGINT
         _, stderr = process.communicate(timeout=10)
         if stop is signal.SIGINT:
             assert process.returncode == 0, stderr
+
+
+def run_bedside(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``bedside ARGS`` to its end; ``token`` as ``BEDSIDE_TOKEN`` (none: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "BEDSIDE_TOKEN"}
+    if token is not None:
+        env["BEDSIDE_TOKEN"] = token
+    return subprocess.run(
+        [str(BEDSIDE), *args], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+
+
+async def bedside(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """:func:`run_bedside` in a thread (the test's event loop keeps serving)."""
+    return await asyncio.to_thread(run_bedside, *args, token=token)

@@ -25,23 +25,9 @@ from tests import fixtures_mqtt
 from tests.demo_process import demo_arguments, wait_healthz
 from tests.harness import wait_until
 from tests.mosquitto import Mosquitto
-from tests.processes import free_port
-from tests.review_env import BEDSIDE
+from tests.processes import BEDSIDE, bedside, free_port
 
 broker = fixtures_mqtt.broker
-
-
-def _run(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BEDSIDE_TOKEN"}
-    if token is not None:
-        env["BEDSIDE_TOKEN"] = token
-    return subprocess.run(
-        [BEDSIDE, *args], capture_output=True, text=True, timeout=120, check=False, env=env
-    )
-
-
-async def bedside(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(_run, *args, token=token)
 
 
 def _finals(out: Path, cid: str) -> list[tuple[dict[str, Any], Path]]:
@@ -72,14 +58,14 @@ async def test_review_and_sign_off_in_the_demo(tmp_path: Path, broker: Mosquitto
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     receiver = subprocess.Popen(  # noqa: ASYNC220 - the hospital's receiver runs beside the test
-        [BEDSIDE, "receive", "--mqtt", broker.url, "--out", str(out), "--keys", str(keys)],
+        [str(BEDSIDE), "receive", "--mqtt", broker.url, "--out", str(out), "--keys", str(keys)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
     demo = subprocess.Popen(  # noqa: ASYNC220 - the demo runs beside the test
-        [BEDSIDE, *demo_arguments(port, data_dir), "--mqtt", broker.url],
+        [str(BEDSIDE), *demo_arguments(port, data_dir), "--mqtt", broker.url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

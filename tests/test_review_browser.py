@@ -5,32 +5,26 @@ Ed25519), download the PDF; reject another with a reason; a technician is refuse
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from gateway.fhir.review import proposals, report_entry, signing_payload, verification_jws
 from gateway.forward.signing import verify_detached
 from gateway.review.keys import generate, write_private
 from gateway.users import UserDirectory
 from gateway.users.demo import ensure_demo_users
+from tests import test_page_browser
 from tests.harness import Running, running_gateway
 from tests.review_env import draft_bundle
-from tests.test_page_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.test_page_browser import CHROMIUM, TIMEOUT_MS
+
+browser = test_page_browser.browser  # the same Chromium fixture
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
 )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
 
 
 async def test_the_clinician_edits_approves_with_the_key_file_and_rejects(

@@ -9,9 +9,7 @@ import asyncio
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +23,10 @@ from gateway.users import UserDirectory
 from tests import fixtures_mqtt
 from tests.harness import running_gateway, wait_until
 from tests.mosquitto import Mosquitto
+from tests.processes import BEDSIDE, bedside, run_bedside
 from tests.review_env import draft_bundle
 
 broker = fixtures_mqtt.broker
-BEDSIDE = shutil.which("bedside", path=str(Path(sys.executable).parent)) or "bedside"
-
-
-def _bedside(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BEDSIDE, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-async def _bedside_async(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(_bedside, *args)
 
 
 def _reports(out: Path, draft: str) -> list[tuple[dict[str, Any], Path]]:
@@ -73,7 +63,7 @@ async def test_a_decision_over_mqtt_makes_the_same_final_report(
 ) -> None:
     data_dir, out, keys = tmp_path / "gateway", tmp_path / "received", tmp_path / "keys"
     keys.mkdir()
-    shown = _bedside("keys", "show", "--data-dir", str(data_dir))
+    shown = run_bedside("keys", "show", "--data-dir", str(data_dir))
     assert shown.returncode == 0, shown.stderr
     (keys / "gateway.jwk").write_text(shown.stdout.strip().splitlines()[-1])
     users = UserDirectory(data_dir)
@@ -86,7 +76,7 @@ async def test_a_decision_over_mqtt_makes_the_same_final_report(
     (keys / "clara.jwk").write_text(json.dumps(clinician.public_jwk))
 
     receiver = subprocess.Popen(  # noqa: ASYNC220 - the hospital's receiver runs beside the test
-        [BEDSIDE, "receive", "--mqtt", broker.url, "--out", str(out), "--keys", str(keys)],
+        [str(BEDSIDE), "receive", "--mqtt", broker.url, "--out", str(out), "--keys", str(keys)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -111,7 +101,7 @@ async def test_a_decision_over_mqtt_makes_the_same_final_report(
                 "conclusion": "Temperature normal; no treatment needed.",
                 "medications": {"c9-1": {"decision": "accept"}},
             }))  # fmt: skip
-            sent = await _bedside_async(
+            sent = await bedside(
                 "review", "approve", "c9", "--key", str(key_file), "--edit", str(edit),
                 "--via-mqtt", broker.url, "--draft", str(draft_path), "--gateway", gateway_id,
                 "--reviewer", "clara",
@@ -128,7 +118,7 @@ async def test_a_decision_over_mqtt_makes_the_same_final_report(
             )
             report = report_entry(final)["resource"]
             assert report["conclusion"] == "Temperature normal; no treatment needed."
-            verified = _bedside("verify", str(final_path), "--key", str(keys))
+            verified = run_bedside("verify", str(final_path), "--key", str(keys))
             assert verified.returncode == 0, verified.stderr
             assert f"approved by clara with key {read_private(key_file).kid}" in verified.stdout
 

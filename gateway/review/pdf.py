@@ -107,6 +107,13 @@ def _samples(sampled: Mapping[str, Any]) -> tuple[list[float], float] | None:
     return ([v * scale for v in values], period) if values and period > 0 else None
 
 
+def _grid_line(x: float, y: float, dx: float, dy: float, *, major: bool) -> Line:
+    return Line(
+        x, y, x + dx, y + dy,
+        strokeColor=GRID_MAJOR if major else GRID_MINOR, strokeWidth=0.5 if major else 0.2,
+    )  # fmt: skip
+
+
 def ecg_drawing(sampled: Mapping[str, Any], width_mm: float) -> Drawing | None:
     """The strip on ECG paper: as many samples as fit ``width_mm`` at 25 mm/s, 10 mm/mV."""
     found = _samples(sampled)
@@ -115,34 +122,11 @@ def ecg_drawing(sampled: Mapping[str, Any], width_mm: float) -> Drawing | None:
     values, period_ms = found
     height = STRIP_HEIGHT_MM
     drawing = Drawing(width_mm * mm, height * mm)
-    x = 0.0
-    while x <= width_mm + 1e-9:
-        major = round(x / MAJOR_MM, 6).is_integer()
-        drawing.add(
-            Line(
-                x * mm,
-                0,
-                x * mm,
-                height * mm,
-                strokeColor=GRID_MAJOR if major else GRID_MINOR,
-                strokeWidth=0.5 if major else 0.2,
-            )
-        )
-        x += MINOR_MM
-    y = 0.0
-    while y <= height + 1e-9:
-        major = round(y / MAJOR_MM, 6).is_integer()
-        drawing.add(
-            Line(
-                0,
-                y * mm,
-                width_mm * mm,
-                y * mm,
-                strokeColor=GRID_MAJOR if major else GRID_MINOR,
-                strokeWidth=0.5 if major else 0.2,
-            )
-        )
-        y += MINOR_MM
+    every_major = round(MAJOR_MM / MINOR_MM)
+    for i in range(round(width_mm / MINOR_MM) + 1):  # vertical lines, then horizontal ones
+        drawing.add(_grid_line(i * MINOR_MM * mm, 0, 0, height * mm, major=i % every_major == 0))
+    for i in range(round(height / MINOR_MM) + 1):
+        drawing.add(_grid_line(0, i * MINOR_MM * mm, width_mm * mm, 0, major=i % every_major == 0))
     baseline = height / 2
     mean = sum(values) / len(values)
     points: list[float] = []

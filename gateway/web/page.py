@@ -26,6 +26,7 @@ from gateway.web.live import LIVE, LiveHub, live
 
 STATIC: Final = {
     "page.css": "text/css",
+    "api.js": "text/javascript",
     "page.js": "text/javascript",
     "login.js": "text/javascript",
     "review.js": "text/javascript",

@@ -18,38 +18,11 @@ const MM_PER_MV = 10; // gain
 const CSS_PX_PER_MM = 96 / 25.4;
 
 const state = {
-  csrf: null,
   sensors: [],
   vitals: new Map(), // address -> Map(label -> {text, at})
   ecg: null, // set below: newStrip() needs the function
   pleth: null,
 };
-
-function $(id) {
-  return document.getElementById(id);
-}
-
-function say(text) {
-  $("status").textContent = text;
-}
-
-async function api(method, path, body) {
-  const headers = { "Content-Type": "application/json" };
-  if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
-  const answer = await fetch(path, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (answer.status === 401) {
-    location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
-    throw new Error("logged out");
-  }
-  const data = answer.status === 204 ? null : await answer.json().catch(() => null);
-  if (!answer.ok) throw new Error(data?.error?.message || `the gateway answered ${answer.status}`);
-  return data;
-}
 
 // -- sensors ---------------------------------------------------------------------------------
 
@@ -424,7 +397,7 @@ async function start() {
     say(failure.message);
     return;
   }
-  state.csrf = me.csrf_token || null;
+  session.csrf = me.csrf_token || null;
   $("who").textContent = `${me.user} (${me.role})`;
   $("logout").addEventListener("click", async () => {
     await api("POST", "/api/logout").catch(() => null);

@@ -12,30 +12,7 @@ const AI_LABELS = {
   CLINAST_AIRPT: "Drafted by the AI assistant, reviewed and asserted by a clinician.",
 };
 
-const state = { csrf: null, draft: null };
-const $ = (id) => document.getElementById(id);
-
-function say(text) {
-  $("status").textContent = text;
-}
-
-async function api(method, path, body) {
-  const headers = { "Content-Type": "application/json" };
-  if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
-  const answer = await fetch(path, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (answer.status === 401) {
-    location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
-    throw new Error("logged out");
-  }
-  const data = answer.status === 204 ? null : await answer.json().catch(() => null);
-  if (!answer.ok) throw new Error(data?.error?.message || `the gateway answered ${answer.status}`);
-  return data;
-}
+const state = { draft: null };
 
 function element(tag, text, className) {
   const node = document.createElement(tag);
@@ -267,7 +244,7 @@ function guarded(action) {
 
 async function start() {
   const me = await api("GET", "/api/me");
-  state.csrf = me.csrf_token || null;
+  session.csrf = me.csrf_token || null;
   $("who").textContent = `${me.user} (${me.role})`;
   $("logout").addEventListener("click", async () => {
     await api("POST", "/api/logout");
