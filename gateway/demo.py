@@ -145,8 +145,9 @@ def _how_to_log_in(gateway: Gateway) -> str:
     users = gateway.data_dir / DEMO_USERS_FILE
     base = f"http://{gateway.settings.http.host}:{gateway.http_port}"
     return (
-        f"The technician's page: {base}/ — log in as 'technician' (or 'admin'); the passwords "
-        f"and API tokens of the demo's technician, clinician and admin are in {users}"
+        f"The technician's page: {base}/ — log in as 'technician' (or 'admin'); the clinician's "
+        f"(draft reports to review): {base}/review — as 'clinician'. The passwords and API "
+        f"tokens of the demo's technician, clinician and admin are in {users}"
     )
 
 
