@@ -406,6 +406,10 @@ async def test_the_same_decision_twice_changes_nothing_the_second_time(env: Revi
     assert first[1] == second[1]
     _, draft = await api(env, "GET", "/api/drafts/c1")
     assert len(draft["versions"]) == 2
+    entries = await env.store.read(lambda s: _audit_entries(s.conn))
+    assert [e["detail"].split(":")[0] for e in entries if e["outcome"] == "failure"] == [
+        "refused (replayed)"
+    ]
     status, answer = await api(
         env, "POST", "/api/drafts/c1/reject", body={"version": 2, "reason": "x"}
     )

@@ -320,20 +320,25 @@ class ReviewService:
         principal: str | None = None,
         address: str | None = None,
     ) -> Outcome:
-        """Apply a decision (see the module text); refused ones are audited and raised."""
+        """Apply a decision (see the module text); refused ones are audited and raised, a replayed
+        one is audited and answered with its earlier outcome."""
         try:
-            return await self._decide(doc, jws, via=via, principal=principal, address=address)
+            outcome = await self._decide(doc, jws, via=via, principal=principal, address=address)
         except ReviewRefusedError as exc:
-            await self._audit_refusal(doc, exc, principal, address)
+            await self._audit_refusal(doc, f"refused ({exc.code}): {exc}", principal, address)
             raise
+        if outcome.replayed:
+            detail = f"refused (replayed): decision {doc.decision_id} seen before; nothing changed"
+            await self._audit_refusal(doc, detail, principal, address)
+        return outcome
 
     async def _audit_refusal(
-        self, doc: DecisionDoc, exc: ReviewRefusedError, principal: str | None, address: str | None
+        self, doc: DecisionDoc, detail: str, principal: str | None, address: str | None
     ) -> None:
         entry = audit_entry(
             at=self._clock(), action=doc.action, user=principal or doc.reviewer,
-            outcome="failure", what="DiagnosticReport", what_id=doc.draft,
-            detail=f"refused ({exc.code}): {exc}", address=address,
+            outcome="failure", what="DiagnosticReport", what_id=doc.draft, detail=detail,
+            address=address,
         )  # fmt: skip
 
         def write(store: Store) -> None:
