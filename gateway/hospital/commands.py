@@ -1,7 +1,8 @@
 """``bedside receive``: the hospital side's command (receive, verify, deduplicate, deliver).
 
 ``gateway.cli`` calls :func:`register` on its typer app. Exit status: 0 after Ctrl-C / SIGTERM or
-``--max-bundles``; 2 a usage or input error, one line on stderr. Prints the counts as one JSON line.
+``--max-bundles``; 2 a usage or input error, one line on stderr. Says on stderr when it is
+subscribed (``receiving as ID: subscribed to TOPICS``); prints the counts as one JSON line.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 from pydantic import ValidationError
@@ -19,8 +21,10 @@ from pydantic import ValidationError
 from gateway.command_options import fail
 from gateway.errors import BedsideError
 from gateway.forward.settings import HttpsSettings, MqttSettings, validation_message
-from gateway.forward.signing import load_keyring
-from gateway.hospital.receiver import receive
+from gateway.hospital.keyring import KeyDirectory
+from gateway.hospital.receiver import default_client_id, receive
+
+GROUP_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def receive_command(  # typer passes options by name
@@ -50,6 +54,13 @@ def receive_command(  # typer passes options by name
     cert: Annotated[Path | None, typer.Option("--cert", help="Client certificate (mTLS).")] = None,
     client_key: Annotated[Path | None, typer.Option("--client-key", help="Client key.")] = None,
     client_id: Annotated[str | None, typer.Option("--client-id")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="Share the load with the other receivers of this group (MQTT v5 $share).",
+        ),
+    ] = None,
     max_bundles: Annotated[
         int | None, typer.Option("--max-bundles", min=1, help="Exit after accepting this many.")
     ] = None,
@@ -75,9 +86,11 @@ def receive_command(  # typer passes options by name
         )
     except ValidationError as exc:
         fail(validation_message(exc))
+    if group is not None and not GROUP_NAME.fullmatch(group):
+        fail(f"--group {group!r}: expected 1-64 of A-Z a-z 0-9 . _ - (one MQTT topic level)")
     try:
-        allowed = load_keyring(keys)
-    except BedsideError as exc:
+        allowed = KeyDirectory(keys)
+    except (BedsideError, OSError) as exc:
         fail(str(exc))
 
     async def run() -> dict[str, object]:
@@ -89,11 +102,17 @@ def receive_command(  # typer passes options by name
         stats = await receive(
             settings,
             allowed,
+            group=group,
             out_dir=out,
             fhir=fhir_settings,
             state_path=state,
             max_bundles=max_bundles,
             stop=stop,
+            on_subscribed=lambda topics: typer.echo(
+                f"receiving as {settings.client_id or default_client_id(group)}: "
+                f"subscribed to {', '.join(topics)}",
+                err=True,
+            ),
         )
         return stats.as_dict()
 

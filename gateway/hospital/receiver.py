@@ -1,16 +1,20 @@
 """Receive the gateways' signed Bundles over MQTT, verify, deduplicate, deliver.
 
 :class:`BundleReceiver` is the transport-independent core: parse, check the Bundle id, verify the
-signature against the allowed gateway keys, drop duplicates by Bundle id (remembered in a small
-SQLite file, so across restarts too), then hand the accepted Bundle to the sinks: a directory
-(one ``<bundle id>.json`` file each, the bytes exactly as received) and/or a FHIR server (POST of
-the transaction Bundle). Rejected Bundles are logged and counted by reason.
+signature against the gateway keys in force (:mod:`gateway.hospital.keyring`: a key directory
+reloaded while running, revoked keys refused as such), drop duplicates by Bundle id (remembered in
+a small SQLite file, so across restarts too; receivers on one host may share it), then hand the
+accepted Bundle to the sinks: a directory (one ``<bundle id>.json`` file each, the bytes exactly as
+received: writing one twice changes nothing) and/or a FHIR server (POST of the transaction Bundle,
+whose conditional creates absorb a duplicate). Rejected Bundles are logged and counted by reason.
 
-:class:`MqttReceiver` subscribes to ``{prefix}/+/observations|devices|drafts`` at QoS 1 on a
-persistent session and acknowledges each message (manual PUBACK) only after it was handled: a
-receiver crash loses nothing, the broker redelivers. Messages are handled one at a time in arrival
-order; a sink that fails transiently (FHIR server down) is retried with backoff while later
-messages wait.
+:class:`MqttReceiver` subscribes to ``{prefix}/+/observations|devices|drafts|audit`` at QoS 1 on
+a persistent session, or with a ``group`` to the MQTT v5 shared subscriptions
+``$share/{group}/{prefix}/+/…`` so that any number of receivers split the load, and acknowledges
+each message (manual PUBACK) only after it was handled: a receiver crash loses nothing, the broker
+redelivers (to the same session when the receiver comes back). Messages are handled one at a time
+in arrival order; a sink that fails transiently (FHIR server down) is retried with backoff while
+later messages wait.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import enum
 import logging
 import os
 import re
+import socket
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,11 +47,13 @@ from gateway.forward.errors import (
     PermanentDeliveryError,
     SignatureError,
     TransientDeliveryError,
+    VerifyFailure,
 )
 from gateway.forward.https import FhirClient
 from gateway.forward.mqtt import BUNDLE_ID_PROPERTY, QOS_AT_LEAST_ONCE, MqttConnection
 from gateway.forward.settings import HttpsSettings, MqttSettings
 from gateway.forward.signing import verify_bundle
+from gateway.hospital.keyring import Keyring, StaticKeys
 from gateway.store.models import TopicKind
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,7 @@ class Rejection(enum.StrEnum):
     BAD_ID = "bad-id"  # missing, or not a FHIR id (also keeps file names safe)
     ID_MISMATCH = "id-mismatch"  # MQTT user property bundle-id differs from Bundle.id
     REFUSED_BY_SINK = "refused-by-sink"  # the FHIR server answered 4xx
+    REVOKED_KEY = "revoked-key"  # signed by a key moved to the key directory's revoked/
 
 
 @dataclass(slots=True)
@@ -193,13 +201,13 @@ class BundleReceiver:
 
     def __init__(
         self,
-        keys: Mapping[str, Ed25519PublicKey],
+        keys: Mapping[str, Ed25519PublicKey] | KeySource,
         seen: SeenBundles,
         sinks: Sequence[Sink],
     ) -> None:
-        if not keys:
+        self.keys: KeySource = StaticKeys(keys) if isinstance(keys, Mapping) else keys
+        if not self.keys.current().allowed:
             raise ValueError("a receiver needs at least one allowed gateway key")
-        self.keys = dict(keys)
         self.seen = seen
         self.sinks = tuple(sinks)
         self.stats = ReceiverStats()
@@ -230,9 +238,14 @@ class BundleReceiver:
                 Rejection.ID_MISMATCH,
                 f"user property {BUNDLE_ID_PROPERTY}={bundle_id_property!r} but id {bundle_id!r}",
             )
+        keyring = self.keys.current()
         try:
-            kid = verify_bundle(bundle, self.keys)
+            kid = verify_bundle(bundle, keyring.allowed)
         except SignatureError as exc:
+            if exc.reason is VerifyFailure.UNKNOWN_KEY and _signed_by(bundle, keyring.revoked):
+                return self._reject(
+                    topic, Rejection.REVOKED_KEY, f"Bundle {bundle_id}: its key is revoked"
+                )
             return self._reject(topic, exc.reason, f"Bundle {bundle_id}: {exc.detail}")
         if await self.seen.contains(bundle_id):
             self.stats.duplicates += 1
@@ -247,6 +260,23 @@ class BundleReceiver:
         self.stats.accepted += 1
         log.info("accepted Bundle %s from %s (key %s)", bundle_id, topic, kid)
         return Outcome.ACCEPTED
+
+
+def _signed_by(bundle: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> bool:
+    """Whether one of ``keys`` made the Bundle's signature."""
+    if not keys:
+        return False
+    try:
+        verify_bundle(bundle, keys)
+    except SignatureError:
+        return False
+    return True
+
+
+class KeySource(Protocol):
+    """The keys in force (``gateway.hospital.keyring.KeyDirectory`` reloads them)."""
+
+    def current(self) -> Keyring: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,16 +306,18 @@ class MqttReceiver(MqttConnection):
         *,
         backoff: Backoff | None = None,
         sink_backoff: Backoff | None = None,
+        group: str | None = None,
     ) -> None:
         super().__init__(
             settings,
-            client_id=settings.client_id or "bedside-receiver",
+            client_id=settings.client_id or default_client_id(group),
             manual_ack=True,
             receive_maximum=RECEIVE_MAXIMUM,
             backoff=backoff,
         )
         self.receiver = receiver
-        self.topics = [f"{settings.topic_prefix}/+/{kind}" for kind in TopicKind]
+        share = f"$share/{group}/" if group is not None else ""
+        self.topics = [f"{share}{settings.topic_prefix}/+/{kind}" for kind in TopicKind]
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._sink_backoff = sink_backoff or Backoff()
         self.client.on_message = self._on_message
@@ -293,6 +325,7 @@ class MqttReceiver(MqttConnection):
         self.subscribed = asyncio.Event()
         self.progress = asyncio.Event()  # set after every handled message
         self.handled = 0
+        self.on_subscribed: Callable[[list[str]], None] | None = None  # at every (re)subscription
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -315,6 +348,8 @@ class MqttReceiver(MqttConnection):
             log.error("broker refused subscriptions %s: %s", self.topics, failed)
         else:
             self.subscribed.set()
+            if self.on_subscribed is not None:
+                self.on_subscribed(self.topics)
 
     def _connection_lost(self, reason: str) -> None:
         self.subscribed.clear()
@@ -359,18 +394,29 @@ def default_state_path(out_dir: Path | None) -> Path:
     return (out_dir if out_dir is not None else Path.cwd()) / SEEN_FILENAME
 
 
+def default_client_id(group: str | None) -> str:
+    """``bedside-receiver``; in a group ``bedside-receiver-GROUP-HOST`` (several members on one
+    host need ``--client-id`` each: a client id is one persistent session)."""
+    if group is None:
+        return "bedside-receiver"
+    return f"bedside-receiver-{group}-{socket.gethostname()}"
+
+
 async def receive(
     settings: MqttSettings,
-    keys: Mapping[str, Ed25519PublicKey],
+    keys: Mapping[str, Ed25519PublicKey] | KeySource,
     *,
+    group: str | None = None,
     out_dir: Path | None = None,
     fhir: HttpsSettings | None = None,
     state_path: Path | None = None,
     max_bundles: int | None = None,
     stop: asyncio.Event | None = None,
     backoff: Backoff | None = None,
+    on_subscribed: Callable[[list[str]], None] | None = None,
 ) -> ReceiverStats:
-    """Receive until ``stop`` is set or ``max_bundles`` were accepted; returns the counts."""
+    """Receive until ``stop`` is set or ``max_bundles`` were accepted; returns the counts.
+    ``on_subscribed`` is told the topics whenever the broker confirmed the subscriptions."""
     if out_dir is None and fhir is None:
         raise ValueError("give an output directory and/or a FHIR base URL")
     stop = stop or asyncio.Event()
@@ -384,7 +430,8 @@ async def receive(
             if fhir is not None:
                 sinks.append(FhirSink(await stack.enter_async_context(FhirClient(fhir))))
             receiver = BundleReceiver(keys, seen, sinks)
-            mqtt = MqttReceiver(settings, receiver, backoff=backoff)
+            mqtt = MqttReceiver(settings, receiver, backoff=backoff, group=group)
+            mqtt.on_subscribed = on_subscribed
 
             def done() -> bool:
                 return stop.is_set() or (
