@@ -129,6 +129,18 @@ async def test_three_receivers_share_the_load_and_a_killed_one_loses_nothing(
     assert all(s["accepted"] > 0 for s in stats.values()), stats
     assert sum(s["rejected"] for s in stats.values()) == 0
 
+    # stopped in order, the members left the group: a new member alone gets everything after
+    last = _receiver(broker, "r4", out, keys)
+    try:
+        await _subscribed(last)
+        later = [signed(f"later-{i}", key) for i in range(40)]
+        await asyncio.to_thread(_publish, broker, later)
+        await wait_until(
+            lambda: _files(out) == wanted | {i for i, _ in later}, 30, "the later Bundles"
+        )
+    finally:
+        assert (await _stop(last))["accepted"] == len(later)
+
 
 async def test_the_key_directory_is_reloaded_and_revoked_keys_refused(tmp_path: Path) -> None:
     first, second = SigningKey.generate(), SigningKey.generate()

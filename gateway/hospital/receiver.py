@@ -316,12 +316,15 @@ class MqttReceiver(MqttConnection):
             backoff=backoff,
         )
         self.receiver = receiver
+        self.group = group
+        self._left: asyncio.Future[None] | None = None
         share = f"$share/{group}/" if group is not None else ""
         self.topics = [f"{share}{settings.topic_prefix}/+/{kind}" for kind in TopicKind]
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._sink_backoff = sink_backoff or Backoff()
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
         self.subscribed = asyncio.Event()
         self.progress = asyncio.Event()  # set after every handled message
         self.handled = 0
@@ -353,6 +356,26 @@ class MqttReceiver(MqttConnection):
 
     def _connection_lost(self, reason: str) -> None:
         self.subscribed.clear()
+
+    async def _before_disconnect(self) -> None:
+        """An orderly stop leaves the group: the broker stops giving this session a share (a
+        crash does not: the member comes back under the same client id and drains it)."""
+        if self.group is None:
+            return
+        self._left = asyncio.get_running_loop().create_future()
+        self.client.unsubscribe(self.topics)
+        await self._left
+
+    def _on_unsubscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if self._left is not None and not self._left.done():
+            self._left.set_result(None)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._queue.put_nowait(
