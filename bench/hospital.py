@@ -52,6 +52,7 @@ BATCH: Final = 200
 GOAL_RATE: Final = 2000.0
 GOAL_SCALING: Final = 1.7
 STEP_TIMEOUT_S: Final = 300.0
+INFLIGHT: Final = 1000  # the broker lets a receiver hold this many unacknowledged (its setting)
 EFFECTIVE: Final = dt.datetime(2025, 1, 2, 10, 0, tzinfo=dt.UTC)
 
 
@@ -209,7 +210,7 @@ def main() -> None:
         key_dir.mkdir()
         for name, jwk in keys.items():
             (key_dir / name).write_text(json.dumps(jwk))
-        with Mosquitto(root / "broker") as broker:
+        with Mosquitto(root / "broker", max_inflight=INFLIGHT) as broker:
             one = run_receivers(broker, 1, root, key_dir, messages)
             two = run_receivers(broker, 2, root, key_dir, messages)
     cost = verification_cost(messages, keys)

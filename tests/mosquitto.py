@@ -49,6 +49,7 @@ class Mosquitto:
         port: int | None = None,
         tls: BrokerTls | None = None,
         executable: str = "mosquitto",
+        max_inflight: int = 100,
     ) -> None:
         found = shutil.which(executable)
         if found is None:
@@ -59,6 +60,7 @@ class Mosquitto:
         self.directory = directory
         self.port = port or free_port()
         self.tls = tls
+        self.max_inflight = max_inflight  # QoS 1 messages in flight to one client
         self.process: subprocess.Popen[bytes] | None = None
         self.config_path = directory / "mosquitto.conf"
         self.log_path = directory / "mosquitto.log"
@@ -75,7 +77,7 @@ class Mosquitto:
             f"persistence_location {self.directory}/",
             # Persistent sessions (the receiver's) may queue many messages while disconnected.
             "max_queued_messages 1000000",
-            "max_inflight_messages 100",
+            f"max_inflight_messages {self.max_inflight}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

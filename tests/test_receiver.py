@@ -168,7 +168,7 @@ async def test_unwritable_directory_is_a_transient_failure(tmp_path: Path) -> No
     out.rmdir()
     out.write_text("not a directory any more")
     with pytest.raises(TransientDeliveryError, match="cannot write"):
-        await sink.deliver("b-a", b"{}")
+        await sink.deliver_many([("b-a", b"{}")])
 
 
 # -- over MQTT ---------------------------------------------------------------------------------
@@ -239,9 +239,10 @@ class Hanging:
     def __init__(self) -> None:
         self.entered = asyncio.Event()
 
-    async def deliver(self, bundle_id: str, payload: bytes) -> None:
+    async def deliver_many(self, items: object) -> dict[str, str]:
         self.entered.set()
         await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
 
 async def test_unhandled_message_is_redelivered_after_a_receiver_crash(

@@ -21,17 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import enum
 import logging
-import os
 import re
 import socket
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
@@ -43,8 +39,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.fhir import jsonio
 from gateway.forward.backoff import Backoff
 from gateway.forward.errors import (
-    ErrorClass,
-    PermanentDeliveryError,
     SignatureError,
     TransientDeliveryError,
     VerifyFailure,
@@ -54,13 +48,17 @@ from gateway.forward.mqtt import BUNDLE_ID_PROPERTY, QOS_AT_LEAST_ONCE, MqttConn
 from gateway.forward.settings import HttpsSettings, MqttSettings
 from gateway.forward.signing import verify_bundle
 from gateway.hospital.keyring import Keyring, StaticKeys
+from gateway.hospital.sinks import DirectorySink, FhirSink, SeenBundles, Sink
 from gateway.store.models import TopicKind
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 datatype "id"
-RECEIVE_MAXIMUM: Final = 100  # MQTT 5 §3.1.2.11.3: unacknowledged messages the broker may send
+# MQTT 5 §3.1.2.11.3: unacknowledged messages the broker may send (it may allow fewer: mosquitto's
+# max_inflight_messages). A batch is made durable at once, and the next one arrives meanwhile.
+RECEIVE_MAXIMUM: Final = 1000
+BATCH_MAX: Final = RECEIVE_MAXIMUM // 2  # messages handled (and made durable) together
 SEEN_FILENAME: Final = ".bedside-received.sqlite3"
 
 
@@ -96,106 +94,6 @@ class ReceiverStats:
         }
 
 
-class Sink(Protocol):
-    """Where accepted Bundles go; raises TransientDeliveryError to be retried."""
-
-    async def deliver(self, bundle_id: str, payload: bytes) -> None: ...
-
-
-class DirectorySink:
-    """Writes ``<dir>/<bundle id>.json`` atomically (temp file, fsync, rename)."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-
-    def _write(self, bundle_id: str, payload: bytes) -> None:
-        final = self.directory / f"{bundle_id}.json"
-        tmp = self.directory / f".{bundle_id}.{os.getpid()}.tmp"
-        with tmp.open("wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        tmp.replace(final)
-
-    async def deliver(self, bundle_id: str, payload: bytes) -> None:
-        try:
-            await asyncio.to_thread(self._write, bundle_id, payload)
-        except OSError as exc:  # disk full, permissions: retried, the message stays unacked
-            raise TransientDeliveryError(
-                ErrorClass.SERVER, f"cannot write {self.directory}/{bundle_id}.json: {exc}"
-            ) from exc
-
-
-class FhirSink:
-    """POSTs accepted Bundles to a FHIR server (use inside the client's ``async with``)."""
-
-    def __init__(self, client: FhirClient) -> None:
-        self.client = client
-
-    async def deliver(self, bundle_id: str, payload: bytes) -> None:
-        await self.client.post_bundle(payload, bundle_id)
-
-
-class SeenBundles:
-    """Bundle ids already accepted, in SQLite; all calls run in one private thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="receiver-seen"
-        )
-        self._conn: sqlite3.Connection | None = None
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS seen (bundle_id TEXT PRIMARY KEY, topic TEXT NOT NULL, "
-            "kid TEXT NOT NULL, received TEXT NOT NULL) STRICT"
-        )
-        self._conn = conn
-
-    async def _call(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def open(self) -> None:
-        await self._call(self._open)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._call(self._conn.close)
-            self._conn = None
-        self._executor.shutdown(wait=True)
-
-    def _contains(self, bundle_id: str) -> bool:
-        assert self._conn is not None
-        row = self._conn.execute("SELECT 1 FROM seen WHERE bundle_id = ?", (bundle_id,))
-        return row.fetchone() is not None
-
-    def _add(self, bundle_id: str, topic: str, kid: str) -> None:
-        assert self._conn is not None
-        self._conn.execute(
-            "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
-            (bundle_id, topic, kid, datetime.now(UTC).isoformat()),
-        )
-
-    async def contains(self, bundle_id: str) -> bool:
-        return await self._call(self._contains, bundle_id)
-
-    async def add(self, bundle_id: str, topic: str, kid: str) -> None:
-        await self._call(self._add, bundle_id, topic, kid)
-
-    def count(self) -> int:
-        """Number of ids remembered (blocking; for tests and summaries)."""
-        conn = sqlite3.connect(self.path)
-        try:
-            return int(conn.execute("SELECT count(*) FROM seen").fetchone()[0])
-        finally:
-            conn.close()
-
-
 class BundleReceiver:
     """Verify → deduplicate → deliver; see the module text."""
 
@@ -218,7 +116,13 @@ class BundleReceiver:
         return Outcome.REJECTED
 
     async def handle(self, topic: str, payload: bytes, bundle_id_property: str | None) -> Outcome:
-        """Handle one message; raises TransientDeliveryError when a sink should be retried."""
+        """Handle one message (see :meth:`handle_many`)."""
+        return (await self.handle_many([(topic, payload, bundle_id_property)]))[0]
+
+    def _check(
+        self, topic: str, payload: bytes, bundle_id_property: str | None, keyring: Keyring
+    ) -> Outcome | _Verified:
+        """Parse and verify one message: the rejection, or what a sink gets."""
         try:
             bundle = jsonio.loads(payload)
         except jsonio.NotAnObjectError:
@@ -238,7 +142,6 @@ class BundleReceiver:
                 Rejection.ID_MISMATCH,
                 f"user property {BUNDLE_ID_PROPERTY}={bundle_id_property!r} but id {bundle_id!r}",
             )
-        keyring = self.keys.current()
         try:
             kid = verify_bundle(bundle, keyring.allowed)
         except SignatureError as exc:
@@ -247,19 +150,62 @@ class BundleReceiver:
                     topic, Rejection.REVOKED_KEY, f"Bundle {bundle_id}: its key is revoked"
                 )
             return self._reject(topic, exc.reason, f"Bundle {bundle_id}: {exc.detail}")
-        if await self.seen.contains(bundle_id):
-            self.stats.duplicates += 1
-            log.debug("duplicate Bundle %s on %s dropped", bundle_id, topic)
-            return Outcome.DUPLICATE
-        try:
-            for sink in self.sinks:
-                await sink.deliver(bundle_id, payload)
-        except PermanentDeliveryError as exc:
-            return self._reject(topic, Rejection.REFUSED_BY_SINK, f"Bundle {bundle_id}: {exc}")
-        await self.seen.add(bundle_id, topic, kid)
-        self.stats.accepted += 1
-        log.info("accepted Bundle %s from %s (key %s)", bundle_id, topic, kid)
-        return Outcome.ACCEPTED
+        return _Verified(topic, bundle_id, payload, kid)
+
+    async def handle_many(self, messages: Sequence[tuple[str, bytes, str | None]]) -> list[Outcome]:
+        """Handle messages (topic, payload, ``bundle-id`` property) in order: :meth:`prepare`
+        then :meth:`commit`; the outcome of each."""
+        return await self.commit(self.prepare(messages))
+
+    def prepare(self, messages: Sequence[tuple[str, bytes, str | None]]) -> list[Checked]:
+        """Parse and verify (CPU only: the receiver overlaps it with the previous commit)."""
+        keyring = self.keys.current()
+        return [self._check(topic, payload, prop, keyring) for topic, payload, prop in messages]
+
+    async def commit(self, checked: Sequence[Checked]) -> list[Outcome]:
+        """Drop the duplicates, deliver the rest to every sink in one batch and remember them.
+        Raises TransientDeliveryError when the batch should be retried (commit it again)."""
+        verified = [c for c in checked if isinstance(c, _Verified)]
+        seen = await self.seen.seen_among([v.bundle_id for v in verified])
+        fresh: dict[str, _Verified] = {}
+        outcomes: dict[int, Outcome] = {}
+        for v in verified:
+            if v.bundle_id in seen or v.bundle_id in fresh:
+                self.stats.duplicates += 1
+                log.debug("duplicate Bundle %s on %s dropped", v.bundle_id, v.topic)
+                outcomes[id(v)] = Outcome.DUPLICATE
+            else:
+                fresh[v.bundle_id] = v
+        refused: dict[str, str] = {}
+        for sink in self.sinks:
+            items = [(b, v.payload) for b, v in fresh.items() if b not in refused]
+            refused |= await sink.deliver_many(items)
+        accepted = [v for b, v in fresh.items() if b not in refused]
+        await self.seen.add_all([(v.bundle_id, v.topic, v.kid) for v in accepted])
+        for b, v in fresh.items():
+            if b in refused:
+                outcomes[id(v)] = self._reject(
+                    v.topic, Rejection.REFUSED_BY_SINK, f"Bundle {b}: {refused[b]}"
+                )
+            else:
+                self.stats.accepted += 1
+                log.info("accepted Bundle %s from %s (key %s)", b, v.topic, v.kid)
+                outcomes[id(v)] = Outcome.ACCEPTED
+        return [c if isinstance(c, Outcome) else outcomes[id(c)] for c in checked]
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A message whose Bundle verified: what the sinks and the dedup store get."""
+
+    topic: str
+    bundle_id: str
+    payload: bytes
+    kid: str
+
+
+Checked = Outcome | _Verified
+"""A prepared message: its rejection, or its verified Bundle."""
 
 
 def _signed_by(bundle: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> bool:
@@ -390,24 +336,40 @@ class MqttReceiver(MqttConnection):
         )
 
     async def _work(self) -> None:
-        while True:
-            message = await self._queue.get()
+        """Batches in arrival order: one is verified while the one before is being made durable
+        (the fsyncs run in threads); each batch is acknowledged once it is."""
+        pending: asyncio.Task[None] | None = None
+        try:
             while True:
-                try:
-                    await self.receiver.handle(message.topic, message.payload, message.bundle_id)
-                except TransientDeliveryError as exc:
-                    delay = self._sink_backoff.failure(exc.error_class, exc.retry_after)
-                    log.warning(
-                        "delivering %s failed: %s; retrying in %.1f s", message.topic, exc, delay
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                self._sink_backoff.success()
-                break
-            self.handled += 1
-            self.progress.set()
+                batch = [await self._queue.get()]
+                while len(batch) < BATCH_MAX and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                prepared = self.receiver.prepare([(m.topic, m.payload, m.bundle_id) for m in batch])
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._commit(batch, prepared))
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    async def _commit(self, batch: list[_Message], prepared: list[Checked]) -> None:
+        while True:
+            try:
+                await self.receiver.commit(prepared)
+            except TransientDeliveryError as exc:
+                delay = self._sink_backoff.failure(exc.error_class, exc.retry_after)
+                log.warning(
+                    "delivering %d Bundle(s) failed: %s; retrying in %.1f s", len(batch), exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._sink_backoff.success()
+            break
+        self.handled += len(batch)
+        self.progress.set()
+        for message in batch:
             # An ack for a message of an earlier connection would hit another message with the
-            # same packet id: skip it, the broker redelivers that message and dedup drops it.
+            # same packet id: skip it, the broker redelivers it and dedup drops it.
             if message.qos > 0 and message.generation == self.generation and self.connected:
                 self.client.ack(message.mid, message.qos)
 
