@@ -128,12 +128,65 @@ def _doubles(value: object) -> object:
     return value
 
 
+# The fast path: the standard library's C encoder writes RFC 8785 text whenever (a) every member
+# name is in the Basic Multilingual Plane (then code-point order is UTF-16 order, §3.2.3), (b) every
+# integer is within ±(2^53-1), and (c) every other number is a double in [1e-4, 1e16), where
+# Python's shortest round-trip repr and ECMAScript's Number.prototype.toString both use fixed
+# notation with the same digits (§3.2.2.3); an integral double below 2^53 is written as that
+# integer, as ECMAScript does. Strings escape alike (§3.2.2.2: the short forms and lowercase
+# \u00xx). Anything else takes the rfc8785 package's path; tests/test_signing.py compares both.
+_FIXED_MIN: Final = 1e-4
+_FIXED_MAX: Final = 1e16
+_SAFE_INTEGER: Final = 2**53 - 1
+_BMP_MAX: Final = "\uffff"
+_CANONICAL_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+)
+
+
+class _NotFastError(Exception):
+    """A value the fast path does not write (the reference path does, or refuses it)."""
+
+
+def _fast(value: object) -> object:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if abs(value) > _SAFE_INTEGER:  # type: ignore[arg-type]
+            raise _NotFastError
+        return value
+    if kind is float or kind is Decimal:
+        number = float(value)  # type: ignore[arg-type]
+        magnitude = abs(number)
+        if number.is_integer():
+            if magnitude <= _SAFE_INTEGER:
+                return int(number)
+            raise _NotFastError  # Python writes "….0"; ECMAScript an integer or an exponent
+        if _FIXED_MIN <= magnitude < _FIXED_MAX:
+            return number
+        raise _NotFastError
+    if kind is dict:
+        out = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or (key and max(key) > _BMP_MAX):
+                raise _NotFastError
+            out[key] = _fast(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_fast(item) for item in value]  # type: ignore[attr-defined]
+    raise _NotFastError
+
+
 def canonical(value: object) -> bytes:
     """RFC 8785 canonical JSON bytes of ``value`` (see the module text for ``Decimal``).
 
     Raises :class:`FhirJsonError` for a value without a canonical form.
     """
     try:
-        return rfc8785.dumps(_doubles(value))  # type: ignore[arg-type]
+        try:
+            return _CANONICAL_ENCODER.encode(_fast(value)).encode("utf-8")
+        except (_NotFastError, RecursionError):
+            return rfc8785.dumps(_doubles(value))  # type: ignore[arg-type]
     except (ValueError, TypeError, RecursionError) as exc:  # CanonicalizationError, lone surrogate
         raise FhirJsonError(f"no RFC 8785 canonical form: {exc}") from exc
