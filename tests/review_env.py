@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import math
 import os
 import shutil
@@ -191,6 +192,18 @@ async def review_env(
 
 
 def _json(data: Any) -> str:
-    import json
-
     return json.dumps(data)
+
+
+def received_reports(out: Path, draft: str) -> list[tuple[dict[str, Any], Path]]:
+    """The Bundles `bedside receive` wrote to ``out`` holding the report of ``draft``."""
+    found = []
+    for path in sorted(out.glob("*.json")) if out.is_dir() else []:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+        for entry in bundle.get("entry", []):
+            resource = entry["resource"]
+            if resource["resourceType"] == "DiagnosticReport" and any(
+                i["value"] == draft for i in resource.get("identifier", [])
+            ):
+                found.append((bundle, path))
+    return found

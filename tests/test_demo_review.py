@@ -26,23 +26,16 @@ from tests.demo_process import demo_arguments, wait_healthz
 from tests.harness import wait_until
 from tests.mosquitto import Mosquitto
 from tests.processes import BEDSIDE, bedside, free_port
+from tests.review_env import received_reports
 
 broker = fixtures_mqtt.broker
 
 
 def _finals(out: Path, cid: str) -> list[tuple[dict[str, Any], Path]]:
-    found = []
-    for path in sorted(out.glob("*.json")) if out.is_dir() else []:
-        bundle = json.loads(path.read_text(encoding="utf-8"))
-        for entry in bundle.get("entry", []):
-            report = entry["resource"]
-            if (
-                report["resourceType"] == "DiagnosticReport"
-                and report.get("status") == "final"
-                and any(i["value"] == cid for i in report.get("identifier", []))
-            ):
-                found.append((bundle, path))
-    return found
+    return [
+        (b, p) for b, p in received_reports(out, cid)
+        if report_entry(b)["resource"]["status"] == "final"
+    ]  # fmt: skip
 
 
 async def test_review_and_sign_off_in_the_demo(tmp_path: Path, broker: Mosquitto) -> None:

@@ -24,26 +24,13 @@ from tests import fixtures_mqtt
 from tests.harness import running_gateway, wait_until
 from tests.mosquitto import Mosquitto
 from tests.processes import BEDSIDE, bedside, run_bedside
-from tests.review_env import draft_bundle
+from tests.review_env import draft_bundle, received_reports
 
 broker = fixtures_mqtt.broker
 
 
-def _reports(out: Path, draft: str) -> list[tuple[dict[str, Any], Path]]:
-    found = []
-    for path in sorted(out.glob("*.json")) if out.is_dir() else []:
-        bundle = json.loads(path.read_text(encoding="utf-8"))
-        for entry in bundle.get("entry", []):
-            resource = entry["resource"]
-            if resource["resourceType"] == "DiagnosticReport" and any(
-                i["value"] == draft for i in resource.get("identifier", [])
-            ):
-                found.append((bundle, path))
-    return found
-
-
 def _statuses(out: Path, draft: str) -> list[str]:
-    return sorted(report_entry(b)["resource"]["status"] for b, _ in _reports(out, draft))
+    return sorted(report_entry(b)["resource"]["status"] for b, _ in received_reports(out, draft))
 
 
 def _audit_events(out: Path) -> list[dict[str, Any]]:
@@ -92,8 +79,8 @@ async def test_a_decision_over_mqtt_makes_the_same_final_report(
             # the receiver subscribes when it starts: wait for it to take something first
             await wait_until(lambda: out.is_dir() and any(out.glob("*.json")), 30, "the receiver")
             await run.gateway.reviews.add_draft("c9", draft_bundle("c9"))
-            await wait_until(lambda: _reports(out, "c9"), 30, "the draft at the receiver")
-            ((draft, draft_path),) = _reports(out, "c9")
+            await wait_until(lambda: received_reports(out, "c9"), 30, "the draft at the receiver")
+            ((draft, draft_path),) = received_reports(out, "c9")
             assert report_entry(draft)["resource"]["status"] == "partial"
 
             edit = tmp_path / "edit.json"
@@ -113,7 +100,7 @@ async def test_a_decision_over_mqtt_makes_the_same_final_report(
             )
             final, final_path = next(
                 (b, p)
-                for b, p in _reports(out, "c9")
+                for b, p in received_reports(out, "c9")
                 if report_entry(b)["resource"]["status"] == "final"
             )
             report = report_entry(final)["resource"]
