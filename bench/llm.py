@@ -2,7 +2,10 @@
 
 (a) Streaming decode rate through ``POST /v1/chat/completions`` (our aiohttp server, its own
     process) vs ``Llama.create_completion(stream=True)`` called directly in this process, with the
-    same prompt tokens, model, context and threads. Goal: ratio ≥ 0.95.
+    same prompt tokens, model, context and threads, over ``ROUNDS`` alternating rounds: the
+    median ratio and the median per-token overhead (ms per token through the API minus ms per token
+    direct, round by round). Goals: ratio ≥ 0.97, overhead under 0.2 ms (at 200 tok/s on a GPU
+    that is under 4 %).
 (b) Time to first token after a measurement is injected into a ~2,000-token conversation (the KV
     cache holds the prefix) vs the same request on a cold context (the whole prompt evaluated).
     Goal: ≥ 20× faster. Also measured with a third server of ours at ``swa_full=False`` (Gemma
@@ -15,7 +18,8 @@
 
 Decode rate = (content chunks - 1) / (last chunk - first chunk): every path sends about one chunk
 per token, and all three are counted the same way. TTFT = request sent → first chunk with text.
-Each figure is the best of a few rounds, the paths alternating (ratios survive a noisy machine).
+Rates and TTFTs are the best of the rounds, the paths alternating; the decode ratio and the
+per-token overhead are medians of the rounds' pairs (ratios survive a noisy machine).
 
 Peak RSS: ``os.wait4`` on each server process (``ru_maxrss``) after it served the requests (ours
 also one embeddings request, so the embedder is loaded), and on ``bedside demo --headless``.
@@ -35,6 +39,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -50,9 +55,10 @@ TOKEN = "bench-token-0123456789abcdef"
 N_CTX = 8192  # AssistantSettings default
 THREADS = os.cpu_count() or 1
 DECODE_TOKENS = 192
-ROUNDS = 6
+ROUNDS = 5
 TTFT_ROUNDS = 2
-GOAL_DECODE_RATIO = 0.95
+GOAL_DECODE_RATIO = 0.97
+GOAL_OVERHEAD_MS = 0.2
 GOAL_TTFT_SPEEDUP = 20
 READY_TIMEOUT_S = 180
 DEMO_SECONDS = 40  # the model, the embedder and torch load in the first ~15 s
@@ -339,6 +345,7 @@ def demo_peak_rss_mib(base: Path) -> dict[str, Any]:
 @dataclass
 class Measured:
     best: dict[str, Timing]
+    runs: dict[str, list[Timing]]
     injection: dict[str, dict[str, Any]]
     dims: int
     phases_s: dict[str, float]
@@ -378,7 +385,7 @@ async def measure(
     phase("decode")
     injection = await injection_ttft({name: url for name, (url, _) in servers.items()}, history)
     phase("injection")
-    return Measured(best, injection, dims, phases)
+    return Measured(best, runs, injection, dims, phases)
 
 
 def start_servers(
@@ -457,7 +464,11 @@ def bench() -> dict[str, Any]:
     best = measured.best
     ours_i = measured.injection["ours"]
     window_i = measured.injection["ours_swa_window"]
-    decode_ratio = best["ours"].decode_tok_s / best["direct"].decode_tok_s
+    paired = list(zip(measured.runs["ours"], measured.runs["direct"], strict=True))
+    decode_ratio = statistics.median(o.decode_tok_s / d.decode_tok_s for o, d in paired)
+    overhead_ms = statistics.median(
+        1000 / o.decode_tok_s - 1000 / d.decode_tok_s for o, d in paired
+    )
     return {
         "bench": "llm",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -468,9 +479,12 @@ def bench() -> dict[str, Any]:
             "max_tokens": DECODE_TOKENS,
             "ours_tok_s": round(best["ours"].decode_tok_s, 2),
             "direct_create_completion_tok_s": round(best["direct"].decode_tok_s, 2),
-            "ratio": round(decode_ratio, 3),
+            "rounds": len(paired),
+            "ratio": round(decode_ratio, 3),  # median over the rounds
+            "per_token_overhead_ms": round(overhead_ms, 3),
             "goal_ratio": GOAL_DECODE_RATIO,
-            "goal_met": decode_ratio >= GOAL_DECODE_RATIO,
+            "goal_overhead_ms": GOAL_OVERHEAD_MS,
+            "goal_met": decode_ratio >= GOAL_DECODE_RATIO and overhead_ms < GOAL_OVERHEAD_MS,
             "chunks": {name: t.chunks for name, t in best.items()},
             "same_text_as_direct": best["ours"].text == best["direct"].text,
             "ours_usage": best["ours"].usage,
