@@ -169,8 +169,8 @@ async def review_env(
     users.add_key("clara", clinician_key.public_jwk)
     keys_dir = tmp_path / "public-keys"
     keys_dir.mkdir()
-    (keys_dir / "gateway.jwk").write_text(_json(gateway_key.public_jwk))
-    (keys_dir / "clara.jwk").write_text(_json(clinician_key.public_jwk))
+    (keys_dir / "gateway.jwk").write_text(json.dumps(gateway_key.public_jwk))
+    (keys_dir / "clara.jwk").write_text(json.dumps(clinician_key.public_jwk))
     trail = AuditTrail(store)
     service = ReviewService(store, gateway_id=GATEWAY_ID, signer=signer, keys=users)
     app = build_app(
@@ -189,10 +189,6 @@ async def review_env(
         await runner.cleanup()
         await store.close()
         users.close()
-
-
-def _json(data: Any) -> str:
-    return json.dumps(data)
 
 
 def received_reports(out: Path, draft: str) -> list[tuple[dict[str, Any], Path]]:

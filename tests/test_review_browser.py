@@ -4,7 +4,6 @@ Ed25519), download the PDF; reject another with a reason; a technician is refuse
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from playwright.async_api import Browser
 
 from gateway.fhir.review import proposals, report_entry, signing_payload, verification_jws
 from gateway.forward.signing import verify_detached
-from gateway.review.keys import generate, write_private
+from gateway.review.keys import generate, read_private, write_private
 from gateway.users import UserDirectory
 from gateway.users.demo import ensure_demo_users
 from tests import test_page_browser
@@ -114,7 +113,7 @@ async def _review_in_the_browser(
     )
     assert proposals(final)["c1-1"]["status"] == "active"
     assert proposals(final)["c1-2"]["status"] == "cancelled"
-    keys = {kid: _public(key_file)}
+    keys = {kid: read_private(key_file).public_key}
     assert verify_detached(verification_jws(final), signing_payload(final), keys) == kid
     assert (await reviews.get("c2"))["status"] == "cancelled"
     await context.close()
@@ -129,10 +128,3 @@ async def _review_in_the_browser(
         await page.click("button[type=submit]")
     assert (await answer.value).status == 403
     await context.close()
-
-
-def _public(key_file: Path) -> object:
-    from gateway.review.keys import read_private
-
-    assert json.loads(key_file.read_text())["d"]
-    return read_private(key_file).public_key

@@ -65,6 +65,7 @@ LIMIT_MESSAGE: Final = (
     "No more measurements in this reply (at most {limit}); answer with the observations you have."
 )
 SOURCES_HEADING: Final = "Sources (cite them as [n]):"
+UNAVAILABLE_MESSAGE: Final = "Observation {code} unavailable: {reason}"
 NO_VALUES: Final = "none were measured"
 NONE_LISTED: Final = "- none"
 
@@ -194,7 +195,7 @@ def observation_message(line: ObservationLine) -> str:
 
 def unavailable_message(code: str, reason: str) -> str:
     """The user turn that says a measurement could not be taken."""
-    return f"Observation {code_name(code)} unavailable: {neutralise(reason)}"
+    return UNAVAILABLE_MESSAGE.format(code=code_name(code), reason=neutralise(reason))
 
 
 def limit_message(limit: int) -> str:
@@ -216,7 +217,7 @@ GATEWAY_TEXTS: Final = (
     REPORT_REQUEST,
     LIMIT_MESSAGE,
     SOURCES_HEADING,
-    "Observation {code} unavailable: {reason}",
+    UNAVAILABLE_MESSAGE,
 )
 """The gateway's own sentences (``{…}`` marks what is filled in): a reply that copies them is no
 clinical content (:mod:`gateway.assistant.guards`)."""

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from gateway.fhir.resource import NAMESPACE
+from gateway.fhir.review import USER_SYSTEM
 
-USER_SYSTEM: Final = f"{NAMESPACE}/sid/gateway-user"
 GATEWAY_SYSTEM: Final = f"{NAMESPACE}/sid/gateway"
 OBJECT_SYSTEM: Final = f"{NAMESPACE}/sid/audited-object"
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from gateway.fhir import jsonio
-from gateway.fhir.resource import NAMESPACE, search_token, urn_for
+from gateway.fhir.resource import NAMESPACE, fhir_datetime, search_token, urn_for
 from gateway.fhir.transparency import AI_ASSERTED, CLINICIAN_ASSERTED_FROM_AI, with_label
 
 USER_SYSTEM: Final = f"{NAMESPACE}/sid/gateway-user"  # value: "<gateway id>/<user name>"
@@ -248,7 +248,7 @@ class Decision:
 
 
 def _instant(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return fhir_datetime(moment.astimezone(dt.UTC).replace(microsecond=0))
 
 
 def _conditional_update(entry: dict[str, Any], system: str, value: str) -> None:

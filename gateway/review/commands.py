@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
 
-from gateway.command_options import USAGE_ERROR, ConfigOption, DataDirOption, fail
+from gateway.command_options import ConfigOption, DataDirOption, fail
 from gateway.errors import BedsideError
+
+if TYPE_CHECKING:
+    from gateway.forward.signing import SigningKey
 
 REFUSED: Final = 1
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
@@ -299,7 +302,7 @@ class _Remote:
         self,
         draft_id: str,
         action: str,
-        key: Any,
+        key: SigningKey,
         *,
         changes: dict[str, Any] | None = None,
         reason: str | None = None,
@@ -370,6 +373,3 @@ def register(app: typer.Typer) -> None:
     """Add ``review`` and ``audit`` to the ``bedside`` app."""
     app.add_typer(review_app, name="review")
     app.add_typer(audit_app, name="audit")
-
-
-__all__ = ["USAGE_ERROR", "register"]

@@ -53,17 +53,13 @@ def decision_message(draft: Mapping[str, Any], doc: DecisionDoc, key: SigningKey
             base = apply_edit(draft, edit)
         except ReviewError as exc:
             raise ReviewRefusedError(str(exc)) from exc
-        base = _with_next_version(base, doc)
+        base = with_version(base, doc.draft, doc.version + 1)
     try:
         decided = decided_bundle(base, doc.decision())
     except ReviewError as exc:
         raise ReviewRefusedError(str(exc)) from exc
     signature = Signer(key, {}).sign_detached(signing_payload(decided))
     return {"decision": doc.as_json(), "signature": signature}
-
-
-def _with_next_version(bundle: Mapping[str, Any], doc: DecisionDoc) -> dict[str, Any]:
-    return with_version(bundle, doc.draft, doc.version + 1)
 
 
 class DecisionMessage(BaseModel):

@@ -208,6 +208,11 @@ class ReviewService:
                 return [row.resource]
         return []
 
+    async def latest(self, draft_id: str) -> dict[str, Any]:
+        """The draft's record and its latest Bundle (signed when one left), nothing more."""
+        draft, versions = await self._load(draft_id)
+        return draft.as_json() | {"bundle": versions[-1].signed or versions[-1].bundle}
+
     async def version(self, draft_id: str, number: int) -> dict[str, Any]:
         _, versions = await self._load(draft_id)
         for v in versions:

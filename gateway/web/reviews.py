@@ -242,7 +242,7 @@ async def _decide(request: web.Request, doc: DecisionDoc, jws: str | None) -> we
 async def get_pdf(request: web.Request) -> web.Response:
     draft_id = _draft_id(request)
     try:
-        draft = await request.app[REVIEWS].get(draft_id)
+        draft = await request.app[REVIEWS].latest(draft_id)
     except ReviewRefusedError as exc:
         raise refused(exc) from exc
     forms = report_entry(draft["bundle"])["resource"].get("presentedForm", [])
