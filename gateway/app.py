@@ -58,8 +58,8 @@ from gateway.web.metrics import GatewayMetrics
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from gateway.assistant.backend import LlmEngine
     from gateway.assistant.consultation import ConsultationService, RetrieverLike
-    from gateway.assistant.engine import Engine
     from gateway.ble.bumble import BleakBackends
     from gateway.ble.measure import ObservationEvent
     from gateway.ble.transport import LinkSecurity
@@ -83,7 +83,7 @@ class AssistantParts:
     """What loading the assistant yields: the started engine, the retriever consultations search
     (None: none), and the embedding backend of ``/v1/embeddings`` with its model id."""
 
-    engine: Engine
+    engine: LlmEngine
     retriever: RetrieverLike | None = None
     embedder: EmbedderLike | None = None
     embedder_name: str = EMBEDDED_MODEL
@@ -390,13 +390,13 @@ class Gateway:
 
     async def load_models(self, stack: AsyncExitStack) -> AssistantParts:
         """The configured engine, retriever and embedder, loaded (seconds each, in threads)."""
-        from gateway.assistant.engine import Engine
+        from gateway.assistant.backend import make_engine
         from gateway.rag.embedder import Embedder, limit_cpu_threads
         from gateway.rag.errors import RagError
         from gateway.rag.retriever import Retriever
 
         settings = self.settings
-        engine = Engine(settings.assistant, data_dir=self.data_dir, progress=False)
+        engine = make_engine(settings.assistant, data_dir=self.data_dir, progress=False)
         engine.on_finished = self.metrics.observe_finished
         await engine.start()
         self.metrics.queued = lambda: engine.queued

@@ -3,7 +3,8 @@ and for anything not ok what to do (docs/contracts.md, "bedside doctor").
 
 Checks: the BLE transport (opened and scanning), the system clock's NTP synchronisation, the
 data directory (writable, free space against the outbox quota), the signing key (present, mode
-0600), the assistant's model files (sha256 against the manifest), the uplinks (reachable, TLS
+0600), the assistant's model files (sha256 against the manifest) or its remote inference server
+(answers, serves the configured model), the uplinks (reachable, TLS
 certificate valid and not near expiry), the time zone, and the systemd watchdog. A failing check
 makes the command exit 1. The running gateway answers the same checks at ``GET /api/doctor``,
 with its own radio's state instead of opening the radio a second time.
@@ -196,6 +197,30 @@ def check_models(settings: Settings) -> Check:
     return Check("model", Level.OK, f"{name}: {len(checks)} file(s), sha256 match")
 
 
+async def check_remote_model(settings: Settings) -> Check:
+    """The remote inference server (``assistant.backend = "remote"``): it answers with the API
+    key, and serves the configured model."""
+    from gateway.assistant.errors import EngineError
+    from gateway.assistant.remote import RemoteEngine
+
+    engine = RemoteEngine(settings.assistant)
+    try:
+        info = await engine.start()
+        served = await engine.models()
+    except EngineError as exc:
+        return Check(
+            "model",
+            Level.FAIL,
+            str(exc),
+            "start the inference server, or fix assistant.base_url, api_key or remote_model",
+        )
+    finally:
+        await engine.close()
+    others = [name for name in served if name != info.name]
+    also = f" (also: {', '.join(others)})" if others else ""
+    return Check("model", Level.OK, f"{info.name} served by {engine.base_url}{also}")
+
+
 def check_tls(settings: Settings) -> Check:
     """The API's certificate: the configured one, or the self-signed one made at first start."""
     from gateway.errors import ConfigError
@@ -336,7 +361,14 @@ async def run_checks(settings: Settings, *, radio: Check | None = None) -> list[
     checks.append(await asyncio.to_thread(check_clock))
     checks.append(check_data_dir(settings.data_dir, settings.outbox.quota_bytes))
     checks.append(check_key(settings.data_dir))
-    checks.append(await asyncio.to_thread(check_models, settings))
+    assistant = settings.assistant
+    if assistant.enabled and assistant.backend == "remote" and assistant.base_url is not None:
+        checks.append(await check_remote_model(settings))
+        checks.append(
+            await check_endpoint("inference server", assistant.base_url, assistant.ca_file)
+        )
+    else:
+        checks.append(await asyncio.to_thread(check_models, settings))
     if settings.mqtt is not None:
         checks.append(await check_endpoint("MQTT broker", settings.mqtt.url, settings.mqtt.ca_file))
     if settings.https is not None:

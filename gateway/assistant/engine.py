@@ -15,6 +15,7 @@ API (for the consultation loop and the HTTP API)::
     engine.model_info -> ModelInfo         # name, file, sha256, n_ctx, n_ctx_train, chat_format
     engine.tokenize(text, *, add_bos=True, special=True) -> list[int]     # thread-safe, sync
     engine.detokenize(tokens, *, special=True) -> str                     # thread-safe, sync
+    engine.context() -> TokenContext       # a conversation's prompt (gateway.assistant.context)
     format_gemma3(messages) -> str                # (gateway.assistant.chatformat) the prompt text
 
     gen: Generation = engine.stream(
@@ -72,28 +73,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
-import math
-import secrets
-import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Self, TypeVar
 
+from gateway.assistant.context import TokenContext
 from gateway.assistant.errors import EngineClosedError, EngineError
 from gateway.assistant.llama_thread import PIECE_BUFFER, Call, EngineThread, token_piece
 from gateway.assistant.manifest import Manifest
 from gateway.assistant.settings import AssistantSettings
-from gateway.assistant.stream import Finished, Generation, ModelInfo, Request, Sampling, Sink
+from gateway.assistant.stream import Finished, Generation, ModelInfo, build_request
 
 __all__ = ["Engine"]
 
 T = TypeVar("T")
-SEED_BITS: Final = 31
-# The engine thread notices a timeout at the next token and reports it with the usage so far;
-# the consumer waits this much longer before giving up on a thread stuck in a long prompt batch.
-TIMEOUT_GRACE_S: Final = 0.25
 
 
 class Engine:
@@ -199,6 +193,13 @@ class Engine:
         )
         return data.decode("utf-8", errors="replace")
 
+    def context(self) -> TokenContext:
+        """A new, empty conversation prompt for this engine (tokens; see
+        :mod:`gateway.assistant.context`)."""
+        return TokenContext(
+            lambda text, bos: self.tokenize(text, add_bos=bos, special=True), self.detokenize
+        )
+
     async def context_tokens(self) -> list[int]:
         """The tokens the context holds now (after queued requests ran)."""
         return await self._call(lambda llm: [int(t) for t in llm.input_ids[: llm.n_tokens]])
@@ -230,20 +231,9 @@ class Engine:
     ) -> Generation:
         """Queue a request; iterate the returned :class:`Generation` for its events."""
         thread = self._ready()
-        if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens: expected at least 1, got {max_tokens}")
-        if not math.isfinite(temperature) or temperature < 0:
-            raise ValueError(f"temperature: expected a number ≥ 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p: expected 0 < top_p ≤ 1, got {top_p}")
-        if isinstance(stop, str):
-            stop = (stop,)
-        timeout_s = self.settings.request_timeout_s if timeout is None else timeout
-        if not timeout_s > 0:
-            raise ValueError(f"timeout: expected seconds > 0, got {timeout_s}")
-        if seed is None:
-            seed = self.settings.seed
-        sampling = Sampling(
+        request = build_request(
+            self.settings,
+            prompt,
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
@@ -252,22 +242,13 @@ class Engine:
             repeat_penalty=repeat_penalty,
             presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
-            seed=secrets.randbits(SEED_BITS) if seed is None else seed,
-        )
-        loop = asyncio.get_running_loop()
-        cancel = threading.Event()
-        request = Request(
-            prompt=prompt,
-            sampling=sampling,
-            stop=tuple(stop),
+            stop=stop,
             grammar=grammar,
-            timeout_s=timeout_s,
-            deadline=time.monotonic() + timeout_s,
-            cancel=cancel,
-            sink=Sink(loop, cancel),
+            seed=seed,
+            timeout=timeout,
         )
         thread.jobs.put(request)
-        return Generation(request, loop.time() + timeout_s + TIMEOUT_GRACE_S)
+        return Generation.of(request)
 
     @property
     def queued(self) -> int:

@@ -81,6 +81,14 @@ class ContextOverflowError(PromptError):
         )
 
 
+class RemoteEngineError(EngineError):
+    """The remote inference server could not be reached, went away, or refused a request."""
+
+
+class RemoteUnreachableError(RemoteEngineError):
+    """The remote inference server could not be connected to."""
+
+
 class EngineTimeoutError(EngineError, TimeoutError):
     """A request that did not finish within its timeout (queueing included).
 

@@ -63,6 +63,7 @@ from gateway.fhir.transparency import AI_ASSERTED, AI_PROVENANCE_PROFILE
 # -- the project's FHIR namespace (extensions and identifier systems defined here) -----------------
 PROVENANCE_SYSTEM: Final = f"{NAMESPACE}/sid/draft-provenance"
 MODEL_SHA256_SYSTEM: Final = f"{NAMESPACE}/sid/model-sha256"
+MODEL_ENDPOINT_SYSTEM: Final = f"{NAMESPACE}/sid/model-endpoint"  # "<base_url> <model name>"
 MEDICATION_CHECK_EXTENSION: Final = f"{NAMESPACE}/StructureDefinition/medication-check"
 PASSAGE_SYSTEM: Final = f"{NAMESPACE}/sid/rag-chunk"
 PROMPT_SYSTEM: Final = f"{NAMESPACE}/sid/prompt-templates"
@@ -326,27 +327,31 @@ def flag_extension(flag: UnsupportedNumber) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ModelIdentity:
-    """The model that wrote the draft: its name and its file's sha256."""
+    """The model that wrote the draft: its name and its file's sha256 (a local model), or its
+    name and the server that serves it (a remote one, whose file the gateway cannot see)."""
 
     name: str
-    sha256: str
-    file_name: str
+    sha256: str | None
+    file_name: str | None
+    endpoint: str | None = None
 
 
 def model_device(model: ModelIdentity) -> MappedResource:
-    """The model as a ``Device`` (identified by its file's sha256)."""
+    """The model as a ``Device``: identified by its file's sha256, or by its server and name."""
+    if model.sha256 is not None:
+        system, value = MODEL_SHA256_SYSTEM, model.sha256
+        version = {"type": {"text": "file"}, "value": model.file_name or model.name}
+    else:
+        system, value = MODEL_ENDPOINT_SYSTEM, f"{model.endpoint} {model.name}"
+        version = {"type": {"text": "served by"}, "value": model.endpoint or "unknown"}
     device = {
         "resourceType": "Device",
-        "identifier": [{"system": MODEL_SHA256_SYSTEM, "value": model.sha256}],
+        "identifier": [{"system": system, "value": value}],
         "deviceName": [{"name": model.name, "type": MODEL_NAME_TYPE}],
         "type": {"text": MODEL_DEVICE_TEXT},
-        "version": [{"type": {"text": "file"}, "value": model.file_name}],
+        "version": [version],
     }
-    return MappedResource(
-        urn_for(MODEL_SHA256_SYSTEM, model.sha256),
-        device,
-        search_token(MODEL_SHA256_SYSTEM, model.sha256),
-    )
+    return MappedResource(urn_for(system, value), device, search_token(system, value))
 
 
 @dataclass(frozen=True, slots=True)

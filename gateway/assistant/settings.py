@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # models/manifest.toml: the embedded default (docs/architecture.md, "Embedded defaults")
 DEFAULT_MODEL = "gemma-3-270m"
@@ -23,7 +24,8 @@ def _cpu_count() -> int:
 
 
 class AssistantSettings(BaseModel):
-    """Which model the assistant loads and how llama.cpp runs it."""
+    """Which model the assistant loads and how llama.cpp runs it, or which inference server it
+    talks to (``backend = "remote"``: docs/architecture.md, "A remote inference server")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,6 +33,32 @@ class AssistantSettings(BaseModel):
         default=True,
         description="load the assistant (the model, retrieval, consultations) behind the HTTP API; "
         "false: the gateway and its API run without any model code",
+    )
+    backend: Literal["local", "remote"] = Field(
+        default="local",
+        description="'local': llama.cpp in this process; 'remote': an OpenAI-compatible "
+        "completion server (llama-server, llama_cpp.server, vLLM) at base_url",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="the remote server's API root as OpenAI clients take it, "
+        "e.g. http://gpu-box:8080/v1 (backend = 'remote')",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="bearer token for the remote server (backend = 'remote')"
+    )
+    remote_model: str | None = Field(
+        default=None,
+        description="the model name the remote server serves (unset: the one it lists, when it "
+        "lists exactly one)",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) that sign an https base_url's certificate (unset: the "
+        "system's)",
+    )
+    connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, description="connecting to the remote server (backend = 'remote')"
     )
     model: str = Field(
         default=DEFAULT_MODEL,
@@ -83,6 +111,28 @@ class AssistantSettings(BaseModel):
         if not value:
             raise ValueError("model: give a name from models/manifest.toml")
         return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"base_url: expected an http(s) URL such as http://gpu-box:8080/v1, got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> Self:
+        if self.backend == "remote" and self.base_url is None:
+            raise ValueError(
+                "assistant.backend is 'remote' but assistant.base_url is not set: give the "
+                "server's API root, e.g. http://gpu-box:8080/v1"
+            )
+        return self
 
 
 class ConsultationSettings(BaseModel):

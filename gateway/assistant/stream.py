@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
+import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, Self
+from typing import TYPE_CHECKING, Final, Literal, Self
 
 from gateway.assistant.errors import EngineTimeoutError
 
+if TYPE_CHECKING:
+    from gateway.assistant.settings import AssistantSettings
+
 FinishReason = Literal["stop", "length", "cancelled"]
 STREAM_BATCH_S: Final = 0.05  # text reaches the event loop at most every 50 ms (first at once)
+SEED_BITS: Final = 31
+# The producer notices a timeout at the next token and reports it with the usage so far; the
+# consumer waits this much longer before giving up on a producer stuck (a long prompt batch).
+TIMEOUT_GRACE_S: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +77,13 @@ StreamEvent = TextPiece | Finished
 class ModelInfo:
     """The loaded model."""
 
-    name: str  # manifest key, or the file's stem for a model_path
-    file: Path
-    sha256: str | None  # as verified against the manifest (None for a model_path)
+    name: str  # manifest key, the file's stem for a model_path, or the remote server's name
+    file: Path | None  # None: served by a remote server
+    sha256: str | None  # as verified against the manifest (None for a model_path or remote)
     n_ctx: int  # the context window in use
     n_ctx_train: int | None
     chat_format: str
+    endpoint: str | None = None  # the remote server's base_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,14 @@ class Request:
     cancel: threading.Event
     sink: Sink
     enqueued: float = field(default_factory=time.monotonic)
+    on_cancel: Callable[[], None] | None = None  # besides setting `cancel` (any thread)
+
+    def interrupt(self) -> None:
+        """Ask the producer to stop (the engine thread at its next token; a remote request at
+        once)."""
+        self.cancel.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
 
 class Generation:
@@ -162,9 +181,14 @@ class Generation:
         self._done = False
         self.finished: Finished | None = None
 
+    @classmethod
+    def of(cls, request: Request) -> Generation:
+        """The events of ``request``, given up on a little after its deadline."""
+        return cls(request, request.sink.loop.time() + request.timeout_s + TIMEOUT_GRACE_S)
+
     def cancel(self) -> None:
         """Ask the engine thread to stop at the next token; iteration ends with ``"cancelled"``."""
-        self._request.cancel.set()
+        self._request.interrupt()
 
     def pending(self) -> int:
         """Events already received: that many ``anext()`` calls return without waiting."""
@@ -195,7 +219,7 @@ class Generation:
 
     def _stop(self) -> None:
         self._done = True
-        self._request.cancel.set()
+        self._request.interrupt()
 
     async def aclose(self) -> None:
         if not self._done:
@@ -214,4 +238,60 @@ class Generation:
 
     def __del__(self) -> None:
         if not self._done:  # dropped unfinished (a `break` out of `async for`)
-            self._request.cancel.set()
+            self._request.interrupt()
+
+
+def build_request(
+    settings: AssistantSettings,
+    prompt: str | list[int],
+    *,
+    max_tokens: int | None,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    min_p: float,
+    repeat_penalty: float,
+    presence_penalty: float,
+    frequency_penalty: float,
+    stop: Sequence[str] | str,
+    grammar: str | None,
+    seed: int | None,
+    timeout: float | None,
+) -> Request:
+    """A request with checked options (``ValueError`` naming a bad one), for the running loop;
+    ``seed`` and ``timeout`` default to the settings' (a random seed when neither gives one)."""
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens: expected at least 1, got {max_tokens}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature: expected a number ≥ 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p: expected 0 < top_p ≤ 1, got {top_p}")
+    if isinstance(stop, str):
+        stop = (stop,)
+    timeout_s = settings.request_timeout_s if timeout is None else timeout
+    if not timeout_s > 0:
+        raise ValueError(f"timeout: expected seconds > 0, got {timeout_s}")
+    if seed is None:
+        seed = settings.seed
+    sampling = Sampling(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        seed=secrets.randbits(SEED_BITS) if seed is None else seed,
+    )
+    cancel = threading.Event()
+    return Request(
+        prompt=prompt,
+        sampling=sampling,
+        stop=tuple(stop),
+        grammar=grammar,
+        timeout_s=timeout_s,
+        deadline=time.monotonic() + timeout_s,
+        cancel=cancel,
+        sink=Sink(asyncio.get_running_loop(), cancel),
+    )

@@ -56,7 +56,7 @@ from gateway.web.settings import DEFAULT_HOST, DEFAULT_MAX_BODY, DEFAULT_PORT, H
 from gateway.web.sse import STREAMING
 
 if TYPE_CHECKING:
-    from gateway.assistant.engine import Engine
+    from gateway.assistant.backend import LlmEngine
     from gateway.users.directory import UserDirectory
     from gateway.web.embeddings import EmbedderLike
     from gateway.web.metrics import GatewayMetrics
@@ -157,7 +157,7 @@ async def healthz(request: web.Request) -> web.Response:
 def build_app(
     *,
     token: str,
-    engine: Engine | None = None,
+    engine: LlmEngine | None = None,
     embedder: EmbedderLike | None = None,
     embedder_name: str = EMBEDDED_MODEL,
     assistant: AssistantServices | None = None,
@@ -211,7 +211,7 @@ def build_app(
 
 
 def _given_assistant(
-    engine: Engine | None, embedder: EmbedderLike | None, embedder_name: str
+    engine: LlmEngine | None, embedder: EmbedderLike | None, embedder_name: str
 ) -> AssistantServices:
     if engine is None and embedder is None:
         return AssistantServices("disabled")

@@ -43,7 +43,12 @@ from gateway.assistant.consultation import (
     ConsultationService,
     ReportError,
 )
-from gateway.assistant.errors import EngineClosedError, EngineError, EngineTimeoutError
+from gateway.assistant.errors import (
+    EngineClosedError,
+    EngineError,
+    EngineTimeoutError,
+    RemoteEngineError,
+)
 from gateway.fhir import jsonio
 from gateway.web.auditing import audit
 from gateway.web.errors import ApiError, StrictBody, parse_body, validation_error
@@ -82,6 +87,8 @@ def api_error(exc: Exception) -> ApiError:
         return ApiError(504, str(exc), code="timeout")
     if isinstance(cause, EngineClosedError):
         return ApiError(503, f"the assistant is not available: {exc}")
+    if isinstance(cause, RemoteEngineError):
+        return ApiError(502, str(exc), code="inference_server_failed")
     return ApiError(500, str(exc), code="consultation_failed")
 
 

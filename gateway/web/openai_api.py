@@ -34,6 +34,7 @@ from gateway.assistant.errors import (
     EngineError,
     EngineTimeoutError,
     PromptError,
+    RemoteEngineError,
 )
 from gateway.assistant.stream import Finished, StreamEvent, TextPiece
 from gateway.web.errors import ApiError, compact_json, parse_body
@@ -42,7 +43,7 @@ from gateway.web.services import ASSISTANT, STARTED_AT
 from gateway.web.sse import sse_frame, start_stream
 
 if TYPE_CHECKING:
-    from gateway.assistant.engine import Engine
+    from gateway.assistant.backend import LlmEngine
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def _engine_error(exc: EngineError) -> ApiError:
         return ApiError(504, str(exc), code="timeout")
     if isinstance(exc, EngineClosedError):
         return ApiError(503, f"the assistant is not available: {exc}")
+    if isinstance(exc, RemoteEngineError):
+        return ApiError(502, str(exc), code="inference_server_failed")
     return ApiError(500, str(exc))
 
 
@@ -79,8 +82,10 @@ def _model_cards(app: web.Application) -> list[dict[str, Any]]:
     if engine is not None:
         info = engine.model_info
         try:
-            created = int(info.file.stat().st_mtime)
+            created = int(info.file.stat().st_mtime) if info.file is not None else None
         except OSError:
+            created = None
+        if created is None:  # a remote model, or its file gone
             created = int(app[STARTED_AT])
         cards.append({"id": info.name, "object": "model", "created": created, "owned_by": OWNER})
     embeddings = assistant.ready_embeddings()
@@ -254,7 +259,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _stream_chat(
     request: web.Request,
-    engine: Engine,
+    engine: LlmEngine,
     prompt: str,
     options: dict[str, Any],
     completion_id: str,

@@ -25,8 +25,8 @@ from aiohttp import web
 from gateway.web.errors import ApiError
 
 if TYPE_CHECKING:
+    from gateway.assistant.backend import LlmEngine
     from gateway.assistant.consultation import ConsultationService
-    from gateway.assistant.engine import Engine
     from gateway.web.embeddings import EmbeddingService
 
 AssistantState = Literal["loading", "ready", "disabled", "failed"]
@@ -47,13 +47,13 @@ class AssistantServices:
     def __init__(self, state: AssistantState = "loading") -> None:
         self.state: AssistantState = state
         self.error: str | None = None
-        self.engine: Engine | None = None
+        self.engine: LlmEngine | None = None
         self.embeddings: EmbeddingService | None = None
         self.consultations: ConsultationService | None = None
 
     def ready(
         self,
-        engine: Engine | None,
+        engine: LlmEngine | None,
         *,
         embeddings: EmbeddingService | None = None,
         consultations: ConsultationService | None = None,
@@ -95,7 +95,7 @@ class AssistantServices:
         if problem is not None:
             raise problem
 
-    def running_engine(self) -> Engine:
+    def running_engine(self) -> LlmEngine:
         """The engine, running; :class:`ApiError` 503 otherwise."""
         self._check()
         engine = self.engine
@@ -120,7 +120,7 @@ class AssistantServices:
             raise ApiError(503, NOT_RUNNING_MESSAGE)
         return service
 
-    def running(self) -> Engine | None:
+    def running(self) -> LlmEngine | None:
         """The engine when ready and running, else None (``/healthz``, ``/v1/models``)."""
         engine = self.engine if self.state == "ready" else None
         return engine if engine is not None and engine.running else None

@@ -12,11 +12,11 @@ from typing import Any, Final, Literal
 
 from bleak.exc import BleakError
 
+from gateway.assistant.backend import LlmEngine
 from gateway.assistant.chatformat import CONTROL_TOKENS, format_gemma3
 from gateway.assistant.consultation.errors import (
     ConsultationBusyError,
     ConsultationClosedError,
-    ConsultationError,
     ConsultationFullError,
     ConsultationInputError,
 )
@@ -42,7 +42,6 @@ from gateway.assistant.consultation.observations import (
 )
 from gateway.assistant.consultation.ports import DraftStore, RetrieverLike, Sensors
 from gateway.assistant.consultation.reply import Reply
-from gateway.assistant.engine import Engine
 from gateway.assistant.errors import ContextOverflowError, EngineTimeoutError
 from gateway.assistant.grammars import any_code_completion, forced_tag, tag_completion
 from gateway.assistant.guards import PassageText
@@ -58,6 +57,7 @@ from gateway.assistant.prompts import (
     observation_message,
     report_request,
     system_prompt,
+    tag,
     unavailable_message,
     user_turn,
 )
@@ -104,7 +104,7 @@ class _ReplyTimeoutError(Exception):
 class ConsultationDeps:
     """What every consultation of a service shares."""
 
-    engine: Engine
+    engine: LlmEngine
     sensors: Sensors
     settings: ConsultationSettings
     retriever: RetrieverLike | None
@@ -133,8 +133,8 @@ class Consultation:
         self.draft: dict[str, Any] | None = None
         self._deps = deps
         self._on_change = on_change
-        self._tokens: list[int] = []
-        self._mark = 0  # context length when the last engine request ended
+        self._context = deps.engine.context()
+        self._mark = 0  # context length (tokens) when the last engine request ended
         self._turn_open = False  # the model's turn is open (its reply not closed yet)
         self._history: list[dict[str, Any]] = []
         self._observations: dict[str, UsedObservation] = {}
@@ -174,7 +174,7 @@ class Consultation:
     @property
     def context_length(self) -> int:
         """Tokens of the conversation as the model holds it."""
-        return len(self._tokens)
+        return len(self._context)
 
     def snapshot(self) -> dict[str, Any]:
         """The record (JSON-able; Observation values are ``Decimal``, see fhir.jsonio)."""
@@ -192,14 +192,14 @@ class Consultation:
             "usage": {
                 "tokens_evaluated": usage.tokens_evaluated,
                 "completion_tokens": usage.completion_tokens,
-                "context_tokens": len(self._tokens),
+                "context_tokens": len(self._context),
             },
             "draft": self.draft,
         }
 
     def transcript(self) -> str:
         """The conversation as the model holds it (Gemma turns, tags and injected turns)."""
-        return self._deps.engine.detokenize(self._tokens)
+        return self._context.transcript()
 
     def _check_open(self, doing: str) -> None:
         if self.closed is not None:
@@ -336,7 +336,7 @@ class Consultation:
             raise _ReplyTimeoutError
         settings = self._deps.settings
         return self._deps.engine.stream(
-            list(self._tokens),
+            self._context.prompt(),
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=settings.top_p,
@@ -346,8 +346,12 @@ class Consultation:
             timeout=remaining,
         )
 
-    async def _step(self, run: _Run, kind: StepKind, grammar: str) -> Finished:
-        """A grammar-constrained request whose text goes into the context (no token events)."""
+    async def _step(
+        self, run: _Run, kind: StepKind, grammar: str, check: Callable[[str], str]
+    ) -> str:
+        """A grammar-constrained request whose text goes into the context (no token events).
+        ``check`` turns its text into what the context keeps: a server that does not apply the
+        grammar (docs/architecture.md, "A remote inference server") is held to it here."""
         generation = self._stream(run, max_tokens=TAG_MAX_TOKENS, temperature=0.0, grammar=grammar)
         finished: Finished | None = None
         async with generation:
@@ -355,8 +359,9 @@ class Consultation:
                 if isinstance(event, Finished):
                     finished = event
         assert finished is not None
-        self._absorb(run, kind, finished, finished.text)
-        return finished
+        text = check(finished.text)
+        self._absorb(run, kind, finished, text)
+        return text
 
     def _absorb(self, run: _Run, kind: StepKind, finished: Finished, text: str) -> None:
         usage = finished.usage
@@ -368,12 +373,12 @@ class Consultation:
         )
         if kind in {"reply", "tag"}:  # the intake's forced tags are the gateway's, not the model's
             run.budget -= usage.completion_tokens
+        self._context.observe(usage)
         self._append(text)
-        self._mark = len(self._tokens)
+        self._mark = len(self._context)
 
     def _append(self, text: str) -> None:
-        if text:
-            self._tokens += self._deps.engine.tokenize(text, add_bos=False, special=True)
+        self._context.append(text)
 
     def _append_turn(self, text: str) -> None:
         """Close the model's turn, add a user turn with ``text``, open the model's next turn."""
@@ -393,19 +398,29 @@ class Consultation:
             self._turn_open = False
 
     async def _forced_tag(self, code: str, run: _Run) -> None:
-        finished = await self._step(run, "forced_tag", forced_tag(code))
-        if TAG_PATTERN.fullmatch(finished.text) is None:  # the grammar allows nothing else
-            raise ConsultationError(f"the forced tag for {code} came out as {finished.text!r}")
+        expected = tag(code)
+
+        def check(text: str) -> str:
+            if text != expected:  # the grammar allows nothing else: the server ignored it
+                log.info("consultation %s: forced tag came out as %r", self.id, text)
+            return expected
+
+        await self._step(run, "forced_tag", forced_tag(code), check)
 
     async def _complete_tag(self, run: _Run) -> str | None:
-        """Finish the tag the model opened; the code, or None if it did not fit the budget."""
+        """Finish the tag the model opened; the code, or None if it did not fit the budget or
+        did not come out as a tag (a server that ignored the grammar)."""
         if run.budget <= 0:
             return None
         allowed = self._allowed()
         self._append(OPEN_TAG)
         grammar = tag_completion(allowed) if allowed else any_code_completion()
-        finished = await self._step(run, "tag", grammar)
-        match = TAG_PATTERN.fullmatch(OPEN_TAG + finished.text)
+
+        def check(text: str) -> str:
+            return text if TAG_PATTERN.fullmatch(OPEN_TAG + text) is not None else ""
+
+        completion = await self._step(run, "tag", grammar, check)
+        match = TAG_PATTERN.fullmatch(OPEN_TAG + completion)
         return match.group("code") if match is not None else None
 
     # -- sensors --
@@ -543,7 +558,7 @@ class Consultation:
 
     async def _open_message(self, content: str, run: _Run) -> None:
         sources = await self._retrieve(content, run)
-        if not self._tokens:
+        if self._context.empty:
             recent = await self._recent()
             for used in recent:
                 self._observations.setdefault(used.mapped.full_url, used)
@@ -556,7 +571,7 @@ class Consultation:
             prompt = format_gemma3(
                 [{"role": "system", "content": system}, {"role": "user", "content": content}]
             )
-            self._tokens = self._deps.engine.tokenize(prompt, add_bos=True, special=True)
+            self._context.start(prompt)
         else:
             self._append(user_turn(message_text(content, sources)))
         self._turn_open = True
@@ -570,15 +585,12 @@ class Consultation:
 
     # -- the report --
 
-    def report_prompt(self) -> list[int]:
+    def report_prompt(self) -> str | list[int]:
         """The conversation followed by the request for the report (the service drafts it)."""
         request = report_request([o.line for o in self._observations.values()])
-        if self._tokens:
-            return self._tokens + self._deps.engine.tokenize(
-                user_turn(request), add_bos=False, special=True
-            )
-        prompt = format_gemma3([{"role": "user", "content": request}])
-        return self._deps.engine.tokenize(prompt, add_bos=True, special=True)
+        if self._context.empty:
+            return self._context.prompt(format_gemma3([{"role": "user", "content": request}]))
+        return self._context.prompt(user_turn(request))
 
     def begin_close(self) -> None:
         """Mark the consultation busy while the service drafts its report."""

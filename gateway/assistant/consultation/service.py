@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.assistant.archive import ConsultationArchive
+from gateway.assistant.backend import LlmEngine
 from gateway.assistant.consultation.conversation import Consultation, ConsultationDeps
 from gateway.assistant.consultation.errors import (
     ConsultationClosedError,
@@ -30,7 +31,6 @@ from gateway.assistant.consultation.ports import (
     Sensors,
 )
 from gateway.assistant.consultation.reply import Reply
-from gateway.assistant.engine import Engine
 from gateway.assistant.errors import EngineError
 from gateway.assistant.grammars import json_schema
 from gateway.assistant.guards import PassageText, check_medication, drop_copies
@@ -70,7 +70,7 @@ class ConsultationService:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: LlmEngine,
         sensors: Sensors,
         *,
         gateway: GatewayInfo,
@@ -303,9 +303,13 @@ class ConsultationService:
         return list(found.values())
 
     async def model_identity(self) -> ModelIdentity:
-        """The loaded model's name and file sha256 (hashed once when the manifest has none)."""
+        """The loaded model's name and file sha256 (hashed once when the manifest has none), or
+        the remote server's model name and URL."""
         if self._model is None:
             info = self.engine.model_info
+            if info.file is None:  # served by a remote server
+                self._model = ModelIdentity(info.name, None, None, info.endpoint)
+                return self._model
             sha256 = info.sha256
             if sha256 is None:  # a model_path outside the manifest
                 sha256 = await asyncio.to_thread(file_sha256, info.file)
