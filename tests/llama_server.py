@@ -17,7 +17,7 @@ from tests.processes import LOOPBACK, free_port
 
 RUNNER = Path(__file__).resolve().parents[1] / "bench" / "llm.py"
 READY_TIMEOUT_S = 120.0
-API_KEY = "remote-test-key"
+API_KEY = "remote-test-key-0123456789"
 MODEL = "gemma-3-270m"
 
 

@@ -10,10 +10,11 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 from pydantic import ValidationError
 
-from gateway.assistant import Engine
+from gateway.assistant import Engine, format_gemma3
 from gateway.assistant.consultation import (
     ConsultationService,
     ConsultationSettings,
@@ -38,6 +39,7 @@ from gateway.config import load_settings
 from gateway.doctor import Level, check_remote_model
 from gateway.forward.service import build_signer
 from gateway.forward.signing import Signer, SigningKey
+from gateway.web.app import bound_port, build_app, serve
 from tests.fakes import GATEWAY, HR, NOW, SPO2, STREAMING, RecordingSensors, reply_events
 from tests.harness import running_gateway, wait_until
 from tests.llama_server import API_KEY, MODEL, LlamaCppServer
@@ -296,3 +298,28 @@ async def test_finished_events_reach_the_metrics_observer(engine: RemoteEngine) 
     engine.on_finished = seen.append
     finished = await engine.complete(PROMPT, max_tokens=3, temperature=0.0)
     assert seen == [finished]
+
+
+async def test_the_gateways_v1_api_serves_the_remote_model(
+    engine: RemoteEngine, consultation_engine: Engine
+) -> None:
+    app = build_app(token=API_KEY, engine=engine)
+    runner = await serve(app, LOOPBACK, 0)
+    try:
+        url = f"http://{LOOPBACK}:{bound_port(runner)}/v1"
+        async with openai.AsyncOpenAI(base_url=url, api_key=API_KEY) as client:
+            models = await client.models.list()
+            assert [m.id for m in models.data] == [MODEL]
+            stream = await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "What is a normal resting heart rate?"}],
+                max_tokens=12,
+                temperature=0,
+                stream=True,
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    finally:
+        await runner.cleanup()
+    prompt = format_gemma3([{"role": "user", "content": "What is a normal resting heart rate?"}])
+    local = await consultation_engine.complete(prompt, max_tokens=12, temperature=0.0)
+    assert text == local.text
