@@ -406,15 +406,21 @@ async def test_timeout_raises_and_stops_generation(engine: Engine) -> None:
 
 
 async def test_timeout_counts_time_waiting_in_the_queue(engine: Engine) -> None:
-    async with engine.stream(PROMPT, grammar=LONG, max_tokens=400, **GREEDY) as busy:
-        await anext(busy)  # the worker is generating for `busy`
-        with pytest.raises(EngineTimeoutError):
-            await engine.complete(PROMPT, max_tokens=1, timeout=0.2)
-    # leaving the block cancelled `busy`; the engine serves the next request normally
+    busy = [
+        engine.stream(chat(f"Busy {i}."), grammar=LONG, max_tokens=400, **GREEDY)
+        for i in range(SETTINGS.parallel)
+    ]
+    for generation in busy:
+        await anext(generation)  # every sequence is generating
+    with pytest.raises(EngineTimeoutError):
+        await engine.complete(PROMPT, max_tokens=1, timeout=0.2)
+    for generation in busy:
+        await generation.aclose()
+    # the engine serves the next request normally
     assert (await engine.complete(PROMPT, max_tokens=1, **GREEDY)).usage.completion_tokens == 1
 
 
-async def test_concurrent_requests_run_one_after_the_other(engine: Engine) -> None:
+async def test_more_requests_than_sequences_all_run(engine: Engine) -> None:
     results = await asyncio.gather(
         *(engine.complete(chat(f"Patient {i}."), max_tokens=5, grammar=LONG) for i in range(3))
     )
@@ -423,6 +429,34 @@ async def test_concurrent_requests_run_one_after_the_other(engine: Engine) -> No
     assert [r.usage.prompt_tokens for r in results] == [
         len(engine.tokenize(chat(f"Patient {i}."))) for i in range(3)
     ]
+
+
+async def test_a_chat_runs_beside_a_long_reply_and_each_keeps_its_prefix(engine: Engine) -> None:
+    """Two sequences: a short chat finishes while a long reply is still generating, and each
+    conversation continues on its own cached prefix afterwards."""
+    consultation = chat("Consultation: write a long handover note for bed 4.")
+    other = chat("A different question about the ward rota.")
+    async with engine.stream(consultation, grammar=LONG, max_tokens=200, **GREEDY) as long:
+        await anext(long)
+        quick = await engine.complete(other, max_tokens=5, **GREEDY)
+        assert long.finished is None  # still generating while the chat was answered
+        rest = [event async for event in long]
+    assert quick.usage.completion_tokens == 5
+    done = rest[-1]
+    assert isinstance(done, Finished)
+    assert done.usage.completion_tokens == 200
+
+    # each continues where its own sequence left off: only the new turn is evaluated
+    turn = engine.tokenize("<end_of_turn>\n<start_of_turn>user\nGo on.", add_bos=False)
+    again = await engine.complete(
+        engine.tokenize(other) + engine.tokenize(quick.text, add_bos=False) + turn, max_tokens=1
+    )
+    assert again.usage.tokens_evaluated <= len(turn) + 4
+    back = await engine.complete(
+        engine.tokenize(consultation) + engine.tokenize(done.text, add_bos=False) + turn,
+        max_tokens=1,
+    )
+    assert back.usage.tokens_evaluated <= len(turn) + 4
 
 
 async def test_prompt_limits(engine: Engine) -> None:
@@ -442,7 +476,9 @@ async def test_prompt_limits(engine: Engine) -> None:
 
 
 async def test_close_fails_queued_requests_and_refuses_new_ones(model_data_dir: Path) -> None:
-    llm = Engine(SETTINGS, data_dir=model_data_dir, progress=False)
+    llm = Engine(
+        SETTINGS.model_copy(update={"parallel": 1}), data_dir=model_data_dir, progress=False
+    )
     with pytest.raises(EngineClosedError):
         llm.stream(PROMPT)
     await llm.start()

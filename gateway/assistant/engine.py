@@ -1,9 +1,10 @@
 """The local LLM engine: one ``llama_cpp.Llama`` owned by one dedicated thread.
 
 llama.cpp contexts are not thread-safe, so every evaluation runs in the engine thread
-(:mod:`gateway.assistant.llama_thread`), one request at a time, in the order submitted; the event
-loop talks to it through a queue and never blocks. The request and its events are in
-:mod:`gateway.assistant.stream`; this module is the event loop's side.
+(:mod:`gateway.assistant.llama_thread`); its context serves ``assistant.parallel`` sequences at
+once (2 by default, each with its own prefix cache), requests taking a free one in the order
+submitted; the event loop talks to the thread through a queue and never blocks. The request and
+its events are in :mod:`gateway.assistant.stream`; this module is the event loop's side.
 
 API (for the consultation loop and the HTTP API)::
 
@@ -42,7 +43,8 @@ API (for the consultation loop and the HTTP API)::
     Finished(finish_reason: "stop" | "length" | "cancelled", usage: Usage, stop: str | None,
              text: str, queued_s, prompt_s, decode_s)
     Usage(prompt_tokens, tokens_evaluated, completion_tokens)  # + cached_tokens, total_tokens
-    await engine.context_tokens() -> list[int]    # the tokens whose KV the context holds now
+    await engine.context_tokens() -> list[int]    # the tokens whose KV the latest request's
+                                                  # sequence holds now
 
 Errors (gateway.assistant.errors): ``EngineClosedError`` (not started / closed),
 ``ContextOverflowError`` (prompt ≥ n_ctx), ``GrammarError`` (bad GBNF), ``EngineTimeoutError``
@@ -54,8 +56,9 @@ Stop conditions: an end-of-generation token of the model (Gemma 3: ``<end_of_tur
 a stop string (``finish_reason="stop"``, ``stop`` names it; the text returned ends before it),
 ``max_tokens`` or a full context (``"length"``).
 
-KV-cache (prefix) reuse: the context keeps the tokens of the last request (its prompt and the
-tokens whose text was returned). A request whose tokens start with the same tokens evaluates only
+KV-cache (prefix) reuse: each sequence keeps the tokens of its last request (its prompt and the
+tokens whose text was returned); a request goes to the free sequence whose tokens share the
+longest prefix with its own. A request whose tokens start with the same tokens evaluates only
 the rest: ``usage.tokens_evaluated`` counts the prompt tokens that had to be evaluated (at least 1,
 for fresh logits). When generation stops at a stop string, the context is cut back to exactly the
 tokens whose text was returned, so a next prompt that appends to the returned text continues
@@ -80,7 +83,8 @@ from typing import Any, Self, TypeVar
 
 from gateway.assistant.context import TokenContext
 from gateway.assistant.errors import EngineClosedError, EngineError
-from gateway.assistant.llama_thread import PIECE_BUFFER, Call, EngineThread, token_piece
+from gateway.assistant.llama_slots import PIECE_BUFFER, token_piece
+from gateway.assistant.llama_thread import Call, EngineThread
 from gateway.assistant.manifest import Manifest
 from gateway.assistant.settings import AssistantSettings
 from gateway.assistant.stream import Finished, Generation, ModelInfo, build_request
@@ -139,9 +143,7 @@ class Engine:
         if thread is None:
             return
         thread.stopping.set()
-        current = thread.current
-        if current is not None:
-            current.cancel.set()
+        thread.interrupt_all()
         thread.jobs.put(None)
         await asyncio.to_thread(thread.join)
 
@@ -201,10 +203,12 @@ class Engine:
         )
 
     async def context_tokens(self) -> list[int]:
-        """The tokens the context holds now (after queued requests ran)."""
-        return await self._call(lambda llm: [int(t) for t in llm.input_ids[: llm.n_tokens]])
+        """The tokens the latest request's sequence holds now (after queued requests ran)."""
+        return await self._call(
+            lambda thread: list(thread.last_slot.tokens) if thread.last_slot is not None else []
+        )
 
-    async def _call(self, fn: Callable[[Any], T]) -> T:
+    async def _call(self, fn: Callable[[EngineThread], T]) -> T:
         thread = self._ready()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         thread.jobs.put(Call(fn, future))
@@ -252,9 +256,9 @@ class Engine:
 
     @property
     def queued(self) -> int:
-        """Requests waiting for the engine thread (the one it runs not counted)."""
+        """Requests waiting for a free sequence (the running ones not counted)."""
         thread = self._thread
-        return thread.jobs.qsize() if thread is not None else 0
+        return thread.queued if thread is not None else 0
 
     async def complete(self, prompt: str | list[int], **options: Any) -> Finished:
         """Run a request to its end; :attr:`Finished.text` holds all its text."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 CPUINFO: Final = Path("/proc/cpuinfo")
-_PATCH_LOCK = threading.Lock()
+_PATCH_LOCK = threading.RLock()  # load_llama nests the two patches
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
@@ -60,11 +60,36 @@ def model_defaults(*, use_extra_bufts: bool) -> Iterator[None]:
             low_level.llama_model_default_params = original
 
 
-def load_llama(*, cpu_repack: bool | None = None, **kwargs: Any) -> Any:
+@contextlib.contextmanager
+def context_defaults(*, n_seq_max: int) -> Iterator[None]:
+    """Every ``llama_cpp.Llama`` created inside the block gets a context of ``n_seq_max``
+    sequences, each with its own KV cells (``kv_unified`` off: each holds n_ctx / n_seq_max)."""
+    import llama_cpp.llama_cpp as low_level
+
+    original = low_level.llama_context_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.n_seq_max = n_seq_max
+        params.kv_unified = False
+        return params
+
+    with _PATCH_LOCK:
+        low_level.llama_context_default_params = defaults
+        try:
+            yield
+        finally:
+            low_level.llama_context_default_params = original
+
+
+def load_llama(*, cpu_repack: bool | None = None, n_seq_max: int = 1, **kwargs: Any) -> Any:
     """``llama_cpp.Llama(**kwargs)`` with the extra CPU buffers on or off (None: decided from
-    the CPU flags, see the module text)."""
+    the CPU flags, see the module text) and ``n_seq_max`` sequences in its context."""
     import llama_cpp
 
     use = cpu_repack_default(cpu_flags()) if cpu_repack is None else cpu_repack
     with model_defaults(use_extra_bufts=use):
-        return llama_cpp.Llama(**kwargs)
+        if n_seq_max == 1:
+            return llama_cpp.Llama(**kwargs)
+        with context_defaults(n_seq_max=n_seq_max):
+            return llama_cpp.Llama(**kwargs)

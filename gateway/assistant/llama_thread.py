@@ -1,86 +1,67 @@
 """The engine thread: the one thread that owns the ``llama_cpp.Llama`` (llama.cpp contexts are
-not thread-safe). It loads the model, then serves the queued jobs one at a time, in order:
-generation requests (:class:`~gateway.assistant.stream.Request`) and calls on the model
-(:class:`Call`). :class:`gateway.assistant.engine.Engine` is the event loop's side of it.
+not thread-safe). It loads the model, then serves the queued jobs: generation requests
+(:class:`~gateway.assistant.stream.Request`) and calls on the model (:class:`Call`).
+:class:`gateway.assistant.engine.Engine` is the event loop's side of it.
 
-KV-cache (prefix) reuse lives here too (:meth:`EngineThread._reuse_prefix`): the context keeps the
-tokens of the last request, a request that starts with them evaluates only the rest, and a reply
-cut at a stop string is cut back in the context to exactly the returned text.
+The context holds ``assistant.parallel`` sequences (:class:`~.llama_slots.Slot`), each with its
+own KV cells of ``n_ctx`` tokens and so its own prefix cache. Requests take a free slot in the
+order they came — the one whose cached tokens share the longest prefix with the new prompt, else
+the one used longest ago — and every step decodes one ``llama_batch`` holding the next token of
+each generating slot and a chunk of the prompt of each slot still evaluating one (continuous
+batching, as llama-server does): a clinician's chat runs beside a consultation instead of after
+it. With every slot busy, requests wait in order.
+
+KV-cache (prefix) reuse per slot (:meth:`EngineThread._reuse_prefix`): a request that starts with
+the slot's tokens evaluates only the rest, and a reply cut at a stop string is cut back in the
+slot to exactly the returned text.
 """
 
 from __future__ import annotations
 
-import codecs
+import collections
 import concurrent.futures
 import contextlib
-import ctypes
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Generic, Literal, TypeVar
-
-import numpy as np
 
 from gateway.assistant.errors import (
     ContextOverflowError,
     EngineClosedError,
     EngineError,
     EngineTimeoutError,
-    GrammarError,
     ModelLoadError,
     PromptError,
 )
 from gateway.assistant.llama_load import load_llama
+from gateway.assistant.llama_slots import (
+    Slot,
+    SlotRun,
+    check_grammar,
+    common_prefix,
+    sampler_chain,
+)
 from gateway.assistant.manifest import Manifest, ResolvedModel, resolve_model
 from gateway.assistant.settings import LLAMA_DEFAULT_SEED, AssistantSettings
-from gateway.assistant.stops import StopMatcher
-from gateway.assistant.stream import (
-    Finished,
-    FinishReason,
-    ModelInfo,
-    Request,
-    TextPiece,
-    Usage,
-)
+from gateway.assistant.stream import Finished, ModelInfo, Request, Usage
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-GRAMMAR_ROOT: Final = b"root"
 BOS_TEXT: Final = "<bos>"
-PIECE_BUFFER: Final = 64  # bytes; longer pieces (Gemma 3 has pieces > 32 bytes) grow it
 
 
 @dataclass(slots=True)
 class Call(Generic[T]):
-    """A function to run on the model in the engine thread, its result handed back."""
+    """A function to run on the engine thread between steps, its result handed back."""
 
-    fn: Callable[[Any], T]
+    fn: Callable[[EngineThread], T]
     future: concurrent.futures.Future[T]
-
-
-def _common_prefix(cached: np.ndarray[Any, Any], tokens: Sequence[int]) -> int:
-    size = min(len(cached), len(tokens))
-    if size == 0:
-        return 0
-    equal = cached[:size] == np.asarray(tokens[:size], dtype=cached.dtype)
-    return size if bool(equal.all()) else int(np.argmin(equal))
-
-
-def token_piece(vocab: Any, token: int, buffer: ctypes.Array[ctypes.c_char]) -> bytes:
-    """The bytes of one token (control tokens rendered), growing past llama-cpp-python's fixed
-    32-byte buffer: a negative result is the size needed (llama.h llama_token_to_piece)."""
-    import llama_cpp
-
-    size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, True)
-    if size < 0:
-        buffer = ctypes.create_string_buffer(-size)
-        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, True)
-    return buffer.raw[:size]
 
 
 class EngineThread(threading.Thread):
@@ -103,13 +84,16 @@ class EngineThread(threading.Thread):
         self.loaded: concurrent.futures.Future[ModelInfo] = concurrent.futures.Future()
         self.jobs: queue.SimpleQueue[Request | Call[Any] | None] = queue.SimpleQueue()
         self.stopping = threading.Event()
-        self.current: Request | None = None
         self.llm: Any = None
         self.vocab: Any = None
         self._memory: Any = None
         self._n_swa = 0
-        self._buffer = ctypes.create_string_buffer(PIECE_BUFFER)
-        self.n_ctx = 0
+        self._n_vocab = 0
+        self._batch: Any = None
+        self.n_ctx = 0  # per sequence
+        self.slots: list[Slot] = []
+        self.last_slot: Slot | None = None  # where the latest request ran
+        self.waiting: collections.deque[Request] = collections.deque()
 
     # -- lifecycle --
 
@@ -125,13 +109,13 @@ class EngineThread(threading.Thread):
                 self.loaded.set_result(info)
             except concurrent.futures.InvalidStateError:  # start() was cancelled meanwhile
                 return
-            while (job := self.jobs.get()) is not None:
-                if isinstance(job, Call):
-                    self._call(job)
-                else:
-                    self._serve(job)
+            self._serve()
         finally:
             self._drain()
+            import llama_cpp
+
+            if self._batch is not None:
+                llama_cpp.llama_batch_free(self._batch)
             self.llm.close()
 
     def _load(self) -> ModelInfo:
@@ -147,13 +131,15 @@ class EngineThread(threading.Thread):
         n_ctx = settings.n_ctx
         if resolved.n_ctx_train is not None:
             n_ctx = min(n_ctx, resolved.n_ctx_train)
+        parallel = settings.parallel
         import llama_cpp
 
         try:
             llm = load_llama(
                 cpu_repack=settings.cpu_repack,
+                n_seq_max=parallel,
                 model_path=str(resolved.path),
-                n_ctx=n_ctx,
+                n_ctx=n_ctx * parallel,
                 n_batch=min(settings.n_batch, n_ctx),
                 n_threads=settings.n_threads,
                 n_threads_batch=settings.n_threads,
@@ -167,13 +153,17 @@ class EngineThread(threading.Thread):
             raise ModelLoadError(f"{resolved.path}: llama.cpp could not load it ({exc})") from exc
         self.llm = llm
         self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self._memory = llama_cpp.llama_get_memory(llm.ctx)
         self._n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
-        self.n_ctx = int(llm.n_ctx())
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(llm.ctx))
+        self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
+        self.slots = [Slot(seq) for seq in range(parallel)]
         log.info(
-            "loaded %s (%s), context %d tokens, %d threads, %d GPU layers",
+            "loaded %s (%s), %d sequence(s) of %d tokens, %d threads, %d GPU layers",
             resolved.name,
             resolved.path,
+            parallel,
             self.n_ctx,
             settings.n_threads,
             settings.n_gpu_layers,
@@ -189,6 +179,12 @@ class EngineThread(threading.Thread):
 
     def _drain(self) -> None:
         closed = EngineClosedError("the engine closed before the request ran")
+        for run in self._running():  # closing cancels what runs, at this step
+            run.interrupted = "cancelled"
+            self._finish(run)
+        for request in self.waiting:
+            request.sink.put(closed)
+        self.waiting.clear()
         with contextlib.suppress(queue.Empty):
             while True:
                 job = self.jobs.get_nowait()
@@ -197,70 +193,76 @@ class EngineThread(threading.Thread):
                 elif job is not None:
                     job.sink.put(closed)
 
+    def interrupt_all(self) -> None:
+        """Cancel what runs now (any thread): each request stops at its next step."""
+        for slot in self.slots:
+            run = slot.run
+            if run is not None:
+                run.request.cancel.set()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot."""
+        return self.jobs.qsize() + len(self.waiting)
+
+    # -- the job loop --
+
+    def _running(self) -> list[SlotRun]:
+        return [slot.run for slot in self.slots if slot.run is not None]
+
+    def _take_jobs(self) -> bool:
+        """Take queued jobs (waiting for one when nothing runs); False when told to stop."""
+        block = not self._running() and not self.waiting
+        while True:
+            try:
+                job = self.jobs.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if job is None:
+                return False
+            if isinstance(job, Call):
+                self._call(job)
+            else:
+                self.waiting.append(job)
+
+    def _serve(self) -> None:
+        while self._take_jobs():
+            self._assign()
+            if not self._running():
+                continue
+            try:
+                self._step()
+            except EngineError as exc:
+                self._fail_all(exc)
+            except Exception as exc:
+                log.exception("generation failed; the context is cleared")
+                self._fail_all(EngineError(f"generation failed: {exc}"))
+
+    def _fail_all(self, exc: EngineError) -> None:
+        import llama_cpp
+
+        for run in self._running():
+            self._end(run, exc)
+        llama_cpp.llama_memory_clear(self._memory, True)
+        for slot in self.slots:
+            slot.tokens = []
+
     def _call(self, job: Call[Any]) -> None:
         if not job.future.set_running_or_notify_cancel():
             return
         try:
-            job.future.set_result(job.fn(self.llm))
+            job.future.set_result(job.fn(self))
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
             job.future.set_exception(exc)
 
-    def _serve(self, request: Request) -> None:
-        self.current = request
-        try:
-            self._generate(request)
-        except EngineError as exc:
-            request.sink.put(exc)
-        except Exception as exc:
-            log.exception("generation failed; the context is reset")
-            self.llm.reset()
-            request.sink.put(EngineError(f"generation failed: {exc}"))
-        finally:
-            self.current = None
-
-    # -- generation --
+    # -- starting a request --
 
     def tokenize_prompt(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, list):
             return prompt
         add_bos = not prompt.startswith(BOS_TEXT)
         return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
-
-    def _grammar(self, text: str | None) -> Any:
-        if text is None:
-            return None
-        import llama_cpp
-        from llama_cpp.llama_grammar import LlamaGrammar
-
-        # LlamaGrammar.from_string does not parse; llama.cpp does, when the sampler is made.
-        sampler = llama_cpp.llama_sampler_init_grammar(
-            self.vocab, text.encode("utf-8"), GRAMMAR_ROOT
-        )
-        if not sampler:
-            raise GrammarError(
-                "grammar: llama.cpp cannot parse it; expected GBNF with a 'root' rule "
-                "(its parser logged the position on stderr)"
-            )
-        llama_cpp.llama_sampler_free(sampler)
-        return LlamaGrammar.from_string(text, verbose=False)
-
-    def _reuse_prefix(self, tokens: list[int]) -> int:
-        """Keep the longest cached prefix of ``tokens`` (leaving at least one token to
-        evaluate); returns its length."""
-        import llama_cpp
-
-        llm = self.llm
-        keep = min(_common_prefix(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
-        if keep > 0 and llama_cpp.llama_memory_seq_rm(self._memory, -1, keep, -1):
-            # A sliding-window cache that is not full-size (swa_full=False) only holds the last
-            # positions; continuing at `keep` needs the window before it (llama-server checks
-            # the same). llama-cpp-python's own generate() does not, and goes on silently wrong.
-            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, 0)
-            if 0 <= pos_min <= max(0, keep - self._n_swa):
-                llm.n_tokens = keep
-                return keep
-        llm.reset()  # the next eval() removes every cell from position 0 on
-        return 0
 
     def _interrupted(self, request: Request) -> Literal["cancelled", "timeout"] | None:
         if request.cancel.is_set() or self.stopping.is_set():
@@ -269,10 +271,19 @@ class EngineThread(threading.Thread):
             return "timeout"
         return None
 
-    def _generate(self, request: Request) -> None:  # noqa: PLR0912, PLR0915 - one loop, kept whole
-        import llama_cpp
+    def _assign(self) -> None:
+        """Start waiting requests in free slots, in order."""
+        while self.waiting:
+            free = [slot for slot in self.slots if slot.run is None]
+            if not free:
+                return
+            request = self.waiting.popleft()
+            try:
+                self._begin(request, free)
+            except EngineError as exc:
+                request.sink.put(exc)
 
-        started = time.monotonic()
+    def _begin(self, request: Request, free: list[Slot]) -> None:
         if self.stopping.is_set():
             raise EngineClosedError("the engine is closing")
         interrupted = self._interrupted(request)
@@ -281,109 +292,114 @@ class EngineThread(threading.Thread):
         if interrupted == "cancelled":
             request.sink.put(Finished("cancelled", Usage(0, 0, 0), None, ""))
             return
-        llm = self.llm
         tokens = self.tokenize_prompt(request.prompt)
-        n_prompt = len(tokens)
-        if n_prompt == 0:
+        if not tokens:
             raise PromptError("the prompt is empty: give at least one token")
-        if n_prompt >= self.n_ctx:
-            raise ContextOverflowError(n_prompt, self.n_ctx)
-        grammar = self._grammar(request.grammar)
-        sampling = request.sampling
-        reused = self._reuse_prefix(tokens)
-        suffix = tokens[reused:]
-        # Evaluate a long prompt a batch at a time, so that a cancelled or timed-out request
-        # stops between batches; generate() evaluates the last (partial) batch in one call.
-        done = 0
-        while interrupted is None and len(suffix) - done > llm.n_batch:
-            llm.eval(suffix[done : done + llm.n_batch])
-            done += llm.n_batch
-            interrupted = self._interrupted(request)
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflowError(len(tokens), self.n_ctx)
+        if request.grammar is not None:
+            check_grammar(self.vocab, request.grammar)
+        slot = max(free, key=lambda s: (common_prefix(s.tokens, tokens), -s.used_at))
+        reused = self._reuse_prefix(slot, tokens)
+        limit = self.n_ctx - len(tokens)
+        if request.sampling.max_tokens is not None:
+            limit = min(limit, request.sampling.max_tokens)
+        chain = sampler_chain(self.vocab, self._n_vocab, request)
+        slot.run = SlotRun(request, slot, tokens, reused, limit, chain, self.vocab)
+        slot.used_at = time.monotonic()
+        self.last_slot = slot
 
-        limit = self.n_ctx - n_prompt
-        if sampling.max_tokens is not None:
-            limit = min(limit, sampling.max_tokens)
-        matcher = StopMatcher(request.stop)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        returned: list[str] = []
-        marks: list[tuple[int, bool]] = []  # per completion token: (chars decoded, decoder clean)
-        decoded = 0
-        completion = 0
-        first_token_at: float | None = None
-        finish: FinishReason | None = None
+    def _reuse_prefix(self, slot: Slot, tokens: list[int]) -> int:
+        """Keep the longest cached prefix of ``tokens`` in ``slot`` (leaving at least one token
+        to evaluate, for fresh logits); returns its length."""
+        import llama_cpp
 
-        def release(text: str) -> None:
-            if text:
-                returned.append(text)
-                request.sink.put(TextPiece(text))
+        keep = min(common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        seq = slot.seq
+        if keep > 0 and llama_cpp.llama_memory_seq_rm(self._memory, seq, keep, -1):
+            # A sliding-window cache that is not full-size (swa_full=False) only holds the last
+            # positions; continuing at `keep` needs the window before it (llama-server checks
+            # the same).
+            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, seq)
+            if 0 <= pos_min <= max(0, keep - self._n_swa):
+                slot.tokens = slot.tokens[:keep]
+                return keep
+        llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        slot.tokens = []
+        return 0
 
-        if interrupted is None:
-            llm.set_seed(sampling.seed)
-            tokens_out = llm.generate(
-                suffix[done:],
-                reset=False,
-                top_k=sampling.top_k,
-                top_p=sampling.top_p,
-                min_p=sampling.min_p,
-                temp=sampling.temperature,
-                repeat_penalty=sampling.repeat_penalty,
-                presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty,
-                grammar=grammar,
-            )
-            try:
-                for token in tokens_out:
-                    if first_token_at is None:
-                        first_token_at = time.monotonic()
-                    if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                        finish = "stop"
-                        break
-                    completion += 1
-                    text = decoder.decode(token_piece(self.vocab, token, self._buffer))
-                    decoded += len(text)
-                    marks.append((decoded, decoder.getstate()[0] == b""))
-                    release(matcher.feed(text))
-                    if matcher.matched is not None:
-                        finish = "stop"
-                        break
-                    if completion >= limit:
-                        finish = "length"
-                        break
-                    if (interrupted := self._interrupted(request)) is not None:
-                        break
-            finally:
-                tokens_out.close()
-        if finish in {"stop", "length"} and matcher.matched is None:
-            release(matcher.feed(decoder.decode(b"", final=True)))
-            release(matcher.flush())
-            if matcher.matched is not None:
-                finish = "stop"
-        ended = time.monotonic()
+    # -- one step --
 
-        # Keep in the context exactly the tokens whose text was returned.
-        returned_chars = sum(len(t) for t in returned)
-        kept = 0
-        for count, (chars, clean) in enumerate(marks, start=1):
-            if chars > returned_chars:
-                break
-            if clean:
-                kept = count
-        llm.n_tokens = min(llm.n_tokens, n_prompt + kept)
+    def _step(self) -> None:
+        """One ``llama_decode`` of the next token of every generating slot and a prompt chunk
+        of every evaluating one, then a token sampled for each slot that asked for logits."""
+        import llama_cpp
 
-        usage = Usage(n_prompt, n_prompt - reused, completion)
-        if interrupted == "timeout":
-            raise EngineTimeoutError(request.timeout_s, usage)
-        first = first_token_at if first_token_at is not None else ended
-        finished = Finished(
-            finish_reason=finish or "cancelled",
-            usage=usage,
-            stop=matcher.matched,
-            text="".join(returned),
-            queued_s=started - request.enqueued,
-            prompt_s=first - started,
-            decode_s=ended - first,
-        )
-        request.sink.put(finished)
+        for run in self._running():
+            if (interrupted := self._interrupted(run.request)) is not None:
+                run.interrupted = interrupted
+                self._finish(run)
+        runs = self._running()
+        if not runs:
+            return
+        batch = self._batch
+        capacity = self.llm.n_batch
+        n = 0
+        sample_at: list[tuple[SlotRun, int]] = []
+
+        def add(run: SlotRun, token: int, logits: bool) -> None:
+            nonlocal n
+            slot = run.slot
+            batch.token[n] = token
+            batch.pos[n] = len(slot.tokens)
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = slot.seq
+            batch.logits[n] = logits
+            slot.tokens.append(token)
+            if logits:
+                sample_at.append((run, n))
+            n += 1
+
+        for run in runs:  # generating: one token each, first
+            if not run.evaluating and run.next_token is not None:
+                add(run, run.next_token, True)
+                run.next_token = None
+        for run in runs:  # evaluating: what room is left, a prompt chunk each in turn
+            while run.evaluating and n < capacity:
+                run.fed += 1
+                add(run, run.prompt[run.fed - 1], not run.evaluating)
+        batch.n_tokens = n
+        status = llama_cpp.llama_decode(self.llm.ctx, batch)
+        if status != 0:
+            raise EngineError(f"llama_decode failed (status {status}); the context is cleared")
+        for run, index in sample_at:
+            token = int(llama_cpp.llama_sampler_sample(run.chain, self.llm.ctx, index))
+            run.take(token)
+            if run.done:
+                self._finish(run)
+
+    def _finish(self, run: SlotRun) -> None:
+        if run.interrupted == "timeout":
+            self._end(run, EngineTimeoutError(run.request.timeout_s, run.usage()))
+            return
+        self._end(run, None)
+
+    def _end(self, run: SlotRun, error: EngineError | None) -> None:
+        """Hand the request its last event, free its slot, keep in the slot's cache exactly the
+        tokens whose text was returned."""
+        import llama_cpp
+
+        slot = run.slot
+        slot.run = None
+        llama_cpp.llama_sampler_free(run.chain)
+        finished, keep = run.end()
+        keep = min(keep, len(slot.tokens))
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, keep, -1)
+        del slot.tokens[keep:]
+        if error is not None:
+            run.request.sink.put(error)
+            return
+        run.request.sink.put(finished)
         observer = self.on_finished
         if observer is not None:
             observer(finished)

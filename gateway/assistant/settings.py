@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_N_CTX = 8192
 MIN_N_CTX = 256
+MAX_PARALLEL = 8
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.h LLAMA_DEFAULT_SEED: "pick a random seed"
 
 
@@ -81,6 +82,11 @@ class AssistantSettings(BaseModel):
     )
     n_batch: Annotated[int, Field(ge=1)] = Field(
         default=512, description="prompt tokens evaluated per llama_decode call"
+    )
+    parallel: Annotated[int, Field(ge=1, le=MAX_PARALLEL)] = Field(
+        default=2,
+        description="sequences the local engine serves at once, each with n_ctx tokens and its "
+        "own prefix cache (a chat does not wait behind a consultation); KV memory grows with it",
     )
     n_gpu_layers: Annotated[int, Field(ge=-1)] = Field(
         default=0, description="layers offloaded to the GPU: 0 none, -1 all (on a GPU box)"
