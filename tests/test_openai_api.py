@@ -201,6 +201,16 @@ async def test_chat_completion_stream_equals_non_stream(server: Server) -> None:
     # the identical prompt was served from the KV cache
     assert usage.prompt_tokens_details is not None
     assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+    # llama-server's timings ride on the chunk with the finish reason, and on the completion
+    finish_chunk = next(c for c in content_chunks if c.choices[0].finish_reason)
+    timings = (finish_chunk.model_extra or {})["timings"]
+    assert (timings["cache_n"], timings["prompt_n"], timings["predicted_n"]) == (
+        usage.prompt_tokens - 1,
+        1,
+        usage.completion_tokens,
+    )
+    assert 0 < timings["compute_ms"] <= timings["prompt_ms"] + timings["predicted_ms"]
+    assert (plain.model_extra or {})["timings"]["predicted_n"] == plain.usage.completion_tokens
 
 
 async def test_stop_sequence_cuts_the_reply(server: Server) -> None:

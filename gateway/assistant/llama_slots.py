@@ -142,6 +142,7 @@ class SlotRun:
         self._decoded = 0
         self.completion = 0
         self.next_token: int | None = None  # sampled, to be fed in the next batch
+        self.compute_s = 0.0  # in llama.cpp: its share of each batch decoded, its sampling
         self.finish: FinishReason | None = None
         self.interrupted: Literal["cancelled", "timeout"] | None = None
 
@@ -209,6 +210,7 @@ class SlotRun:
             queued_s=self.started - self.request.enqueued,
             prompt_s=first - self.started,
             decode_s=ended - first,
+            compute_s=self.compute_s,
         )
         return finished, self.n_prompt + kept
 

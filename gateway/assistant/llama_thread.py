@@ -369,11 +369,18 @@ class EngineThread(threading.Thread):
                 run.fed += 1
                 add(run, run.prompt[run.fed - 1], not run.evaluating)
         batch.n_tokens = n
+        began = time.perf_counter()
         status = llama_cpp.llama_decode(self.llm.ctx, batch)
+        decoded = time.perf_counter()
         if status != 0:
             raise EngineError(f"llama_decode failed (status {status}); the context is cleared")
+        share = (decoded - began) / len(runs)
+        for run in runs:
+            run.compute_s += share
         for run, index in sample_at:
+            began = time.perf_counter()
             token = int(llama_cpp.llama_sampler_sample(run.chain, self.llm.ctx, index))
+            run.compute_s += time.perf_counter() - began
             run.take(token)
             if run.done:
                 self._finish(run)

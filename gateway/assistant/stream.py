@@ -68,6 +68,7 @@ class Finished:
     queued_s: float = 0.0  # waiting for the engine thread
     prompt_s: float = 0.0  # thread start → first token (tokenizing and evaluating the prompt)
     decode_s: float = 0.0  # first → last token
+    compute_s: float = 0.0  # of prompt_s + decode_s, in llama.cpp (decoding, sampling)
 
 
 StreamEvent = TextPiece | Finished

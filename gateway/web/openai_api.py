@@ -190,6 +190,19 @@ def _usage(finished: Finished) -> dict[str, Any]:
     }
 
 
+def _timings(finished: Finished) -> dict[str, Any]:
+    """llama-server's ``timings`` (milliseconds), and the part of them spent in llama.cpp."""
+    usage = finished.usage
+    return {
+        "cache_n": usage.cached_tokens,
+        "prompt_n": usage.tokens_evaluated,
+        "prompt_ms": round(finished.prompt_s * 1000, 3),
+        "predicted_n": usage.completion_tokens,
+        "predicted_ms": round(finished.decode_s * 1000, 3),
+        "compute_ms": round(finished.compute_s * 1000, 3),
+    }
+
+
 def _finish_reason(finished: Finished) -> str:
     reason = FINISH_REASONS.get(finished.finish_reason)
     if reason is None:  # cancelled under us: the engine is shutting down
@@ -252,6 +265,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 }
             ],
             "usage": _usage(finished),
+            "timings": _timings(finished),
         },
         dumps=compact_json,
     )
@@ -299,7 +313,9 @@ async def _stream_chat(
                     if isinstance(item, TextPiece):
                         frames.append(sse(chunk({"content": item.text})))
                         continue
-                    frames.append(sse(chunk({}, _finish_reason(item))))
+                    frames.append(
+                        sse(chunk({}, _finish_reason(item)) | {"timings": _timings(item)})
+                    )
                     if include_usage:
                         usage_chunk = chunk({}) | {"choices": [], "usage": _usage(item)}
                         frames.append(sse(usage_chunk))
