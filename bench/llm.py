@@ -4,8 +4,9 @@
     process) vs ``Llama.create_completion(stream=True)`` called directly in this process, with the
     same prompt tokens, model, context and threads, over ``ROUNDS`` alternating rounds: the
     median ratio and the median per-token overhead (ms per token through the API minus ms per token
-    direct, round by round). Goals: ratio ≥ 0.97, overhead under 0.2 ms (at 200 tok/s on a GPU
-    that is under 4 %).
+    direct, round by round), and the server's per-token overhead measured inside it (the
+    ``timings`` of its last chunk: time not spent in llama.cpp, per token). Goals: ratio ≥ 0.97,
+    both overheads under 0.2 ms (at 200 tok/s on a GPU that is under 4 %).
 (b) Time to first token after a measurement is injected into a ~2,000-token conversation (the KV
     cache holds the prefix) vs the same request on a cold context (the whole prompt evaluated).
     Goal: ≥ 20× faster. Also measured with a third server of ours at ``swa_full=False`` (Gemma
@@ -70,7 +71,12 @@ DECODE_MESSAGES = [
     {"role": "user", "content": "Write a detailed nursing handover note for a patient with fever."}
 ]
 MEASUREMENT = 'New observation: <obs code="8867-4">128 /min</obs>. Does this change anything?'
-FLUSH_MESSAGES = [{"role": "user", "content": "Unrelated question: what is the capital of France?"}]
+# Unrelated prompts, one per sequence of our engine (assistant.parallel = 2): each takes the
+# sequence used longest ago, so after both the conversation is no longer cached anywhere.
+FLUSHES = [
+    [{"role": "user", "content": "Unrelated question: what is the capital of France?"}],
+    [{"role": "user", "content": "Another one: how many days are there in a leap year?"}],
+]
 
 
 def history_text(hours: int) -> str:
@@ -132,6 +138,7 @@ class Timing:
     chunks: int
     text: str
     usage: dict[str, Any] | None
+    timings: dict[str, Any] | None = None  # ours: llama-server's, with compute_ms
 
 
 def free_port() -> int:
@@ -174,6 +181,7 @@ async def chat_stream(
     stamps: list[float] = []
     texts: list[str] = []
     usage = None
+    timings = None
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         sent = time.perf_counter()
@@ -190,13 +198,15 @@ async def chat_stream(
                 chunk = json.loads(line[len(b"data: ") :])
                 if chunk.get("usage"):
                     usage = chunk["usage"]
+                if chunk.get("timings"):
+                    timings = chunk["timings"]
                 for choice in chunk.get("choices") or []:
                     content = (choice.get("delta") or {}).get("content")
                     if content:
                         stamps.append(time.perf_counter())
                         texts.append(content)
     ttft = stamps[0] - sent if stamps else float("nan")
-    return Timing(ttft, decode_rate(stamps), len(stamps), "".join(texts), usage)
+    return Timing(ttft, decode_rate(stamps), len(stamps), "".join(texts), usage, timings)
 
 
 async def chat_once(base: str, messages: list[dict[str, str]], max_tokens: int, model: str) -> str:
@@ -256,7 +266,8 @@ async def injection_ttft(servers: dict[str, str], history: str) -> dict[str, dic
             # the server's context: the conversation so far and one more turn
             await chat_once(base, [*turn, {"role": "user", "content": "Noted."}], 1, MODEL)
             warm[name].append(await chat_stream(base, measured, 8, MODEL))
-            await chat_once(base, FLUSH_MESSAGES, 1, MODEL)  # an unrelated prefix: cold context
+            for flush in FLUSHES:  # unrelated prefixes: a cold context
+                await chat_once(base, flush, 1, MODEL)
             cold[name].append(await chat_stream(base, measured, 8, MODEL))
     results: dict[str, dict[str, Any]] = {}
     for name in servers:
@@ -469,6 +480,7 @@ def bench() -> dict[str, Any]:
     overhead_ms = statistics.median(
         1000 / o.decode_tok_s - 1000 / d.decode_tok_s for o, d in paired
     )
+    server_ms = statistics.median(server_overhead_ms(o) for o, _ in paired)
     return {
         "bench": "llm",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -482,9 +494,14 @@ def bench() -> dict[str, Any]:
             "rounds": len(paired),
             "ratio": round(decode_ratio, 3),  # median over the rounds
             "per_token_overhead_ms": round(overhead_ms, 3),
+            # measured in the server: its time per token outside llama.cpp (prompt and decode
+            # time less the time in llama_decode and sampling, over the tokens generated)
+            "server_per_token_overhead_ms": round(server_ms, 3),
             "goal_ratio": GOAL_DECODE_RATIO,
             "goal_overhead_ms": GOAL_OVERHEAD_MS,
-            "goal_met": decode_ratio >= GOAL_DECODE_RATIO and overhead_ms < GOAL_OVERHEAD_MS,
+            "goal_met": decode_ratio >= GOAL_DECODE_RATIO
+            and overhead_ms < GOAL_OVERHEAD_MS
+            and server_ms < GOAL_OVERHEAD_MS,
             "chunks": {name: t.chunks for name, t in best.items()},
             "same_text_as_direct": best["ours"].text == best["direct"].text,
             "ours_usage": best["ours"].usage,
@@ -501,6 +518,16 @@ def bench() -> dict[str, Any]:
         "embedding_dims": measured.dims,
         "phases_s": measured.phases_s,
     }
+
+
+def server_overhead_ms(timing: Timing) -> float:
+    """Our server's own time per generated token: prompt and decode time less the time spent in
+    llama.cpp, from the ``timings`` of its last chunk."""
+    t = timing.timings or {}
+    tokens = t.get("predicted_n") or 0
+    if not tokens:
+        return float("nan")
+    return float(t["prompt_ms"] + t["predicted_ms"] - t["compute_ms"]) / tokens
 
 
 def reference_figures(measured: Measured) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from gateway.assistant.errors import (
     GrammarError,
     PromptError,
 )
+from gateway.assistant.llama_slots import Slot
+from gateway.assistant.llama_thread import choose_slot
 from gateway.assistant.manifest import STAMPS_FILE, load_manifest
 from gateway.assistant.stops import StopMatcher
 
@@ -69,8 +71,10 @@ async def events(engine: Engine, prompt: str | list[int], **options: Any) -> lis
 
 
 async def flush_context(engine: Engine) -> None:
-    """Make the next request start from an unrelated context (no shared prefix to reuse)."""
-    await engine.complete(chat("Unrelated: the weather today."), max_tokens=1, **GREEDY)
+    """Make the next request start from an unrelated context (no shared prefix to reuse): one
+    unrelated prompt per sequence, each taking the one used longest ago."""
+    for i in range(SETTINGS.parallel):
+        await engine.complete(chat(f"Unrelated {i}: the weather today."), max_tokens=1, **GREEDY)
 
 
 # -- the Gemma 3 turn format (pure) ----------------------------------------------------------------
@@ -516,3 +520,20 @@ async def test_a_window_sized_swa_cache_is_reused_only_where_it_still_holds(
         assert shallow.usage.tokens_evaluated == len(tail)
         deep = await llm.complete(tokens[:1100] + tail, max_tokens=1, **GREEDY)
         assert deep.usage.tokens_evaluated == deep.usage.prompt_tokens
+
+
+async def test_an_unrelated_chat_does_not_evict_a_cached_conversation(engine: Engine) -> None:
+    conversation = chat(" ".join(f"Reading {i}: heart rate {60 + i % 30} /min." for i in range(60)))
+    question = chat("Unrelated: what is the capital of France?")
+    await engine.complete(conversation, max_tokens=1, **GREEDY)
+    await engine.complete(question, max_tokens=1, **GREEDY)  # takes the other sequence
+    again = await engine.complete(conversation, max_tokens=1, **GREEDY)
+    assert again.usage.tokens_evaluated == 1
+    assert (await engine.complete(question, max_tokens=1, **GREEDY)).usage.tokens_evaluated == 1
+
+
+def test_slot_choice_prefers_a_similar_then_an_empty_then_the_oldest() -> None:
+    cached, empty, old = Slot(0, [2, 5, 6, 7, 8], 3.0), Slot(1), Slot(2, [2, 9, 9], 1.0)
+    assert choose_slot([cached, empty, old], [2, 5, 6, 7, 8, 10]) is cached
+    assert choose_slot([cached, empty, old], [2, 5, 11, 12, 13]) is empty  # 2 of 5 shared
+    assert choose_slot([cached, old], [2, 5, 11, 12, 13]) is old

@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -83,7 +82,6 @@ from typing import Any, Self, TypeVar
 
 from gateway.assistant.context import TokenContext
 from gateway.assistant.errors import EngineClosedError, EngineError
-from gateway.assistant.llama_slots import PIECE_BUFFER, token_piece
 from gateway.assistant.llama_thread import Call, EngineThread
 from gateway.assistant.manifest import Manifest
 from gateway.assistant.settings import AssistantSettings
@@ -187,9 +185,8 @@ class Engine:
         import llama_cpp
 
         thread = self._ready()
-        buffer = ctypes.create_string_buffer(PIECE_BUFFER)
         data = b"".join(
-            token_piece(thread.vocab, t, buffer)
+            thread.pieces.get(t)[0]
             for t in tokens
             if special or not llama_cpp.llama_vocab_is_control(thread.vocab, t)
         )

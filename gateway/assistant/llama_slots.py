@@ -41,6 +41,26 @@ def token_piece(vocab: Any, token: int, buffer: ctypes.Array[ctypes.c_char]) -> 
     return buffer.raw[:size]
 
 
+class Pieces:
+    """Each token's bytes and whether it ends generation, asked of llama.cpp once per token (the
+    vocabulary does not change): the per-token path makes no foreign call for them."""
+
+    def __init__(self, vocab: Any) -> None:
+        self._vocab = vocab
+        self._buffer = ctypes.create_string_buffer(PIECE_BUFFER)
+        self._known: dict[int, tuple[bytes, bool]] = {}
+
+    def get(self, token: int) -> tuple[bytes, bool]:
+        known = self._known.get(token)
+        if known is None:
+            import llama_cpp
+
+            eog = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+            known = (token_piece(self._vocab, token, self._buffer), eog)
+            self._known[token] = known
+        return known
+
+
 def common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
     size = min(len(cached), len(tokens))
     if size == 0:
@@ -122,7 +142,7 @@ class SlotRun:
         reused: int,
         limit: int,
         chain: Any,
-        vocab: Any,
+        pieces: Pieces,
     ) -> None:
         self.request = request
         self.slot = slot
@@ -131,8 +151,7 @@ class SlotRun:
         self.fed = reused  # prompt tokens in the KV cache so far
         self.limit = limit  # completion tokens allowed
         self.chain = chain
-        self._vocab = vocab
-        self._buffer = ctypes.create_string_buffer(PIECE_BUFFER)
+        self._pieces = pieces
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self.matcher = StopMatcher(request.stop)
@@ -166,15 +185,14 @@ class SlotRun:
 
     def take(self, token: int) -> None:
         """A sampled token: the end, or text (cut at a stop string), or the next to feed."""
-        import llama_cpp
-
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+        piece, eog = self._pieces.get(token)
+        if eog:
             self.finish = "stop"
             return
         self.completion += 1
-        text = self._decoder.decode(token_piece(self._vocab, token, self._buffer))
+        text = self._decoder.decode(piece)
         self._decoded += len(text)
         self._marks.append((self._decoded, self._decoder.getstate()[0] == b""))
         self._release(self.matcher.feed(text))

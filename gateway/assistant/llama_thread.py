@@ -5,11 +5,11 @@ not thread-safe). It loads the model, then serves the queued jobs: generation re
 
 The context holds ``assistant.parallel`` sequences (:class:`~.llama_slots.Slot`), each with its
 own KV cells of ``n_ctx`` tokens and so its own prefix cache. Requests take a free slot in the
-order they came — the one whose cached tokens share the longest prefix with the new prompt, else
-the one used longest ago — and every step decodes one ``llama_batch`` holding the next token of
-each generating slot and a chunk of the prompt of each slot still evaluating one (continuous
-batching, as llama-server does): a clinician's chat runs beside a consultation instead of after
-it. With every slot busy, requests wait in order.
+order they came (:func:`choose_slot`: the one whose cached tokens share most of the new prompt,
+else an empty one, else the one used longest ago), and every step decodes one ``llama_batch``
+holding the next token of each generating slot and a chunk of the prompt of each slot still
+evaluating one (continuous batching, as llama-server does): a clinician's chat runs beside a
+consultation instead of after it. With every slot busy, requests wait in order.
 
 KV-cache (prefix) reuse per slot (:meth:`EngineThread._reuse_prefix`): a request that starts with
 the slot's tokens evaluates only the rest, and a reply cut at a stop string is cut back in the
@@ -40,6 +40,7 @@ from gateway.assistant.errors import (
 )
 from gateway.assistant.llama_load import load_llama
 from gateway.assistant.llama_slots import (
+    Pieces,
     Slot,
     SlotRun,
     check_grammar,
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BOS_TEXT: Final = "<bos>"
+SLOT_SIMILARITY: Final = 0.5
 
 
 @dataclass(slots=True)
@@ -62,6 +64,17 @@ class Call(Generic[T]):
 
     fn: Callable[[EngineThread], T]
     future: concurrent.futures.Future[T]
+
+
+def choose_slot(free: list[Slot], tokens: list[int]) -> Slot:
+    """The free slot whose cached tokens share the longest prefix with ``tokens``, if that is
+    more than half the prompt (llama-server's ``--slot-prompt-similarity``); else an empty one,
+    else the one used longest ago — so a short unrelated chat does not evict a conversation."""
+    shared = {slot.seq: common_prefix(slot.tokens, tokens) for slot in free}
+    best = max(free, key=lambda slot: shared[slot.seq])
+    if shared[best.seq] > SLOT_SIMILARITY * len(tokens):
+        return best
+    return min(free, key=lambda slot: (bool(slot.tokens), slot.used_at))
 
 
 class EngineThread(threading.Thread):
@@ -90,6 +103,8 @@ class EngineThread(threading.Thread):
         self._n_swa = 0
         self._n_vocab = 0
         self._batch: Any = None
+        self._arrays: tuple[Any, Any, Any, Any] = (None, None, None, None)
+        self.pieces: Pieces
         self.n_ctx = 0  # per sequence
         self.slots: list[Slot] = []
         self.last_slot: Slot | None = None  # where the latest request ran
@@ -157,7 +172,11 @@ class EngineThread(threading.Thread):
         self._memory = llama_cpp.llama_get_memory(llm.ctx)
         self._n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
         self.n_ctx = int(llama_cpp.llama_n_ctx_seq(llm.ctx))
-        self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
+        self._batch = batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
+        for i in range(llm.n_batch):  # one sequence per token, always
+            batch.n_seq_id[i] = 1
+        self._arrays = (batch.token, batch.pos, batch.seq_id, batch.logits)
+        self.pieces = Pieces(self.vocab)
         self.slots = [Slot(seq) for seq in range(parallel)]
         log.info(
             "loaded %s (%s), %d sequence(s) of %d tokens, %d threads, %d GPU layers",
@@ -299,13 +318,13 @@ class EngineThread(threading.Thread):
             raise ContextOverflowError(len(tokens), self.n_ctx)
         if request.grammar is not None:
             check_grammar(self.vocab, request.grammar)
-        slot = max(free, key=lambda s: (common_prefix(s.tokens, tokens), -s.used_at))
+        slot = choose_slot(free, tokens)
         reused = self._reuse_prefix(slot, tokens)
         limit = self.n_ctx - len(tokens)
         if request.sampling.max_tokens is not None:
             limit = min(limit, request.sampling.max_tokens)
         chain = sampler_chain(self.vocab, self._n_vocab, request)
-        slot.run = SlotRun(request, slot, tokens, reused, limit, chain, self.vocab)
+        slot.run = SlotRun(request, slot, tokens, reused, limit, chain, self.pieces)
         slot.used_at = time.monotonic()
         self.last_slot = slot
 
@@ -344,17 +363,17 @@ class EngineThread(threading.Thread):
             return
         batch = self._batch
         capacity = self.llm.n_batch
+        token_at, pos_at, seq_at, logits_at = self._arrays
         n = 0
         sample_at: list[tuple[SlotRun, int]] = []
 
         def add(run: SlotRun, token: int, logits: bool) -> None:
             nonlocal n
             slot = run.slot
-            batch.token[n] = token
-            batch.pos[n] = len(slot.tokens)
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = slot.seq
-            batch.logits[n] = logits
+            token_at[n] = token
+            pos_at[n] = len(slot.tokens)
+            seq_at[n][0] = slot.seq
+            logits_at[n] = logits
             slot.tokens.append(token)
             if logits:
                 sample_at.append((run, n))

@@ -201,9 +201,13 @@ class Generation:
     async def __anext__(self) -> StreamEvent:
         if self._done:
             raise StopAsyncIteration
+        received = self._request.sink.received
         try:
-            async with asyncio.timeout_at(self._deadline):
-                item = await self._request.sink.get()
+            if received:  # already here (a batch): no deadline to arm
+                item = received.popleft()
+            else:
+                async with asyncio.timeout_at(self._deadline):
+                    item = await self._request.sink.get()
         except TimeoutError:
             self._stop()
             raise EngineTimeoutError(self._request.timeout_s) from None

@@ -271,6 +271,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
 
 
+def sse(data: object) -> bytes:
+    return sse_frame(data if isinstance(data, str) else compact_json(data))
+
+
 async def _stream_chat(
     request: web.Request,
     engine: LlmEngine,
@@ -293,15 +297,19 @@ async def _stream_chat(
             ],
         }
 
+    # A text chunk differs from the next only in its text: the frame around it is rendered once.
+    marker = "\u0000"
+    before, after = sse(chunk({"content": marker})).split(compact_json(marker).encode())
+
+    def text_frame(text: str) -> bytes:
+        return before + compact_json(text).encode() + after
+
     async with engine.stream(prompt, **options) as generation:
         try:  # errors before the first event are still plain JSON errors with a status
             event = await anext(generation)
         except EngineError as exc:
             raise _engine_error(exc) from exc
         response = await start_stream(request)
-
-        def sse(data: object) -> bytes:
-            return sse_frame(data if isinstance(data, str) else compact_json(data))
 
         try:
             batch: list[StreamEvent] = [event]
@@ -311,7 +319,7 @@ async def _stream_chat(
             while True:
                 for item in batch:
                     if isinstance(item, TextPiece):
-                        frames.append(sse(chunk({"content": item.text})))
+                        frames.append(text_frame(item.text))
                         continue
                     frames.append(
                         sse(chunk({}, _finish_reason(item)) | {"timings": _timings(item)})
