@@ -247,6 +247,7 @@ class Engine:
             grammar=grammar,
             seed=seed,
             timeout=timeout,
+            deferred=True,  # the engine thread flushes before each llama_decode
         )
         thread.jobs.put(request)
         return Generation.of(request)

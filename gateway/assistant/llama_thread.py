@@ -388,6 +388,8 @@ class EngineThread(threading.Thread):
                 run.fed += 1
                 add(run, run.prompt[run.fed - 1], not run.evaluating)
         batch.n_tokens = n
+        for run in runs:  # the event loop takes the text while llama.cpp computes
+            run.request.sink.flush()
         began = time.perf_counter()
         status = llama_cpp.llama_decode(self.llm.ctx, batch)
         decoded = time.perf_counter()

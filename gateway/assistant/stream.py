@@ -107,27 +107,45 @@ class Sink:
 
     Text is passed over in batches, at most every :data:`STREAM_BATCH_S` (the first piece, the
     last event and errors at once): on a small CPU-bound box every wake-up of the event loop
-    takes time from the compute threads.
+    takes time from the compute threads. A ``deferred`` sink holds text until its producer calls
+    :meth:`flush`: the engine thread does so just before it hands the CPU to llama.cpp, so the
+    event loop does its work while llama.cpp computes rather than while the engine thread needs
+    the interpreter.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, cancel: threading.Event) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, cancel: threading.Event, *, deferred: bool = False
+    ) -> None:
         self.loop = loop
         self._cancel = cancel
-        self._lock = threading.Lock()
-        self._batch: list[StreamEvent | BaseException] = []
+        self._deferred = deferred
+        self._batch: list[StreamEvent | BaseException] = []  # the producer's alone
         self._sent_at: float | None = None
         self.received: collections.deque[StreamEvent | BaseException] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, item: StreamEvent | BaseException) -> None:  # engine thread
-        now = time.monotonic()
-        urgent = not isinstance(item, TextPiece) or self._sent_at is None
-        with self._lock:
-            self._batch.append(item)
-            if not urgent and self._sent_at is not None and now - self._sent_at < STREAM_BATCH_S:
-                return
-            batch, self._batch = self._batch, []
-            self._sent_at = now
+    def put(self, item: StreamEvent | BaseException) -> None:  # the producer
+        self._batch.append(item)
+        if (
+            isinstance(item, TextPiece)
+            and self._sent_at is not None
+            and (self._deferred or time.monotonic() - self._sent_at < STREAM_BATCH_S)
+        ):
+            return
+        self._send()
+
+    def flush(self) -> None:  # the producer
+        """Hand over the text held back, if the last hand-over is :data:`STREAM_BATCH_S` ago."""
+        if (
+            self._batch
+            and self._sent_at is not None
+            and time.monotonic() - self._sent_at >= STREAM_BATCH_S
+        ):
+            self._send()
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        self._sent_at = time.monotonic()
         try:
             self.loop.call_soon_threadsafe(self._deliver, batch)
         except RuntimeError:  # the consumer's loop is closed: nobody listens any more
@@ -262,6 +280,7 @@ def build_request(
     grammar: str | None,
     seed: int | None,
     timeout: float | None,
+    deferred: bool = False,
 ) -> Request:
     """A request with checked options (``ValueError`` naming a bad one), for the running loop;
     ``seed`` and ``timeout`` default to the settings' (a random seed when neither gives one)."""
@@ -298,5 +317,5 @@ def build_request(
         timeout_s=timeout_s,
         deadline=time.monotonic() + timeout_s,
         cancel=cancel,
-        sink=Sink(asyncio.get_running_loop(), cancel),
+        sink=Sink(asyncio.get_running_loop(), cancel, deferred=deferred),
     )
