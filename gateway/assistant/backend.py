@@ -9,13 +9,15 @@ its own :class:`~gateway.assistant.context.TokenContext`; both yield the same ev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Protocol, Self, Unpack
 
 from gateway.assistant.context import PromptContext
+from gateway.assistant.errors import EngineError
 from gateway.assistant.settings import AssistantSettings
-from gateway.assistant.stream import Finished, Generation, ModelInfo
+from gateway.assistant.stream import Finished, Generation, ModelInfo, StreamOptions
 
 
 class LlmEngine(Protocol):
@@ -37,25 +39,45 @@ class LlmEngine(Protocol):
 
     def context(self) -> PromptContext: ...
 
-    def stream(
-        self,
-        prompt: str | list[int],
-        *,
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 0.95,
-        top_k: int = 64,
-        min_p: float = 0.0,
-        repeat_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        stop: Sequence[str] = (),
-        grammar: str | None = None,
-        seed: int | None = None,
-        timeout: float | None = None,
-    ) -> Generation: ...
+    def stream(self, prompt: str | list[int], **options: Unpack[StreamOptions]) -> Generation: ...
 
-    async def complete(self, prompt: str | list[int], **options: Any) -> Finished: ...
+    async def complete(
+        self, prompt: str | list[int], **options: Unpack[StreamOptions]
+    ) -> Finished: ...
+
+
+class EngineBase:
+    """What the engines share: ``async with`` (start, close) and :meth:`complete` on top of
+    their ``stream()``."""
+
+    async def start(self) -> ModelInfo:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def stream(self, prompt: str | list[int], **options: Unpack[StreamOptions]) -> Generation:
+        raise NotImplementedError
+
+    async def complete(self, prompt: str | list[int], **options: Unpack[StreamOptions]) -> Finished:
+        """Run a request to its end; :attr:`Finished.text` holds all its text."""
+        async with self.stream(prompt, **options) as generation:
+            async for event in generation:
+                if isinstance(event, Finished):
+                    return event
+        raise EngineError("the request ended without a final event")  # pragma: no cover
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 def make_engine(settings: AssistantSettings, *, data_dir: Path, progress: bool) -> LlmEngine:

@@ -77,22 +77,22 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TypeVar, Unpack
 
+from gateway.assistant.backend import EngineBase
 from gateway.assistant.context import TokenContext
 from gateway.assistant.errors import EngineClosedError, EngineError
 from gateway.assistant.llama_thread import Call, EngineThread
 from gateway.assistant.manifest import Manifest
 from gateway.assistant.settings import AssistantSettings
-from gateway.assistant.stream import Finished, Generation, ModelInfo, build_request
+from gateway.assistant.stream import Finished, Generation, ModelInfo, StreamOptions, build_request
 
 __all__ = ["Engine"]
 
 T = TypeVar("T")
 
 
-class Engine:
+class Engine(EngineBase):
     """The model in its engine thread; see the module docstring for the API."""
 
     def __init__(
@@ -144,18 +144,6 @@ class Engine:
         thread.interrupt_all()
         thread.jobs.put(None)
         await asyncio.to_thread(thread.join)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def running(self) -> bool:
@@ -213,42 +201,11 @@ class Engine:
 
     # -- generation --
 
-    def stream(
-        self,
-        prompt: str | list[int],
-        *,
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 0.95,
-        top_k: int = 64,
-        min_p: float = 0.0,
-        repeat_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        stop: Sequence[str] = (),
-        grammar: str | None = None,
-        seed: int | None = None,
-        timeout: float | None = None,
-    ) -> Generation:
+    def stream(self, prompt: str | list[int], **options: Unpack[StreamOptions]) -> Generation:
         """Queue a request; iterate the returned :class:`Generation` for its events."""
         thread = self._ready()
-        request = build_request(
-            self.settings,
-            prompt,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            stop=stop,
-            grammar=grammar,
-            seed=seed,
-            timeout=timeout,
-            deferred=True,  # the engine thread flushes before each llama_decode
-        )
+        # deferred: the engine thread hands text over just before each llama_decode
+        request = build_request(self.settings, prompt, deferred=True, **options)
         thread.jobs.put(request)
         return Generation.of(request)
 
@@ -257,11 +214,3 @@ class Engine:
         """Requests waiting for a free sequence (the running ones not counted)."""
         thread = self._thread
         return thread.queued if thread is not None else 0
-
-    async def complete(self, prompt: str | list[int], **options: Any) -> Finished:
-        """Run a request to its end; :attr:`Finished.text` holds all its text."""
-        async with self.stream(prompt, **options) as generation:
-            async for event in generation:
-                if isinstance(event, Finished):
-                    return event
-        raise EngineError("the request ended without a final event")  # pragma: no cover

@@ -35,12 +35,12 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Final, Self
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, Final, Unpack
 
 import aiohttp
 
+from gateway.assistant.backend import EngineBase
 from gateway.assistant.context import TextContext
 from gateway.assistant.errors import (
     ContextOverflowError,
@@ -60,6 +60,7 @@ from gateway.assistant.stream import (
     Generation,
     ModelInfo,
     Request,
+    StreamOptions,
     TextPiece,
     Usage,
     build_request,
@@ -83,7 +84,7 @@ def server_root(base_url: str) -> str:
     return base_url.removesuffix("/v1")
 
 
-class RemoteEngine:
+class RemoteEngine(EngineBase):
     """An OpenAI-compatible completion server as the assistant's engine (module text)."""
 
     def __init__(self, settings: AssistantSettings) -> None:
@@ -184,18 +185,6 @@ class RemoteEngine:
         if session is not None:
             await session.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     @property
     def running(self) -> bool:
         return self._session is not None and self._info is not None
@@ -217,44 +206,13 @@ class RemoteEngine:
 
     # -- generation --
 
-    def stream(
-        self,
-        prompt: str | list[int],
-        *,
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 0.95,
-        top_k: int = 64,
-        min_p: float = 0.0,
-        repeat_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        stop: Sequence[str] = (),
-        grammar: str | None = None,
-        seed: int | None = None,
-        timeout: float | None = None,
-    ) -> Generation:
+    def stream(self, prompt: str | list[int], **options: Unpack[StreamOptions]) -> Generation:
         """Send a request; iterate the returned :class:`Generation` for its events."""
         if self._session is None or self._info is None:
             raise EngineClosedError("the engine is not running: await engine.start() first")
         if not isinstance(prompt, str):
             raise PromptError("prompt: a remote inference server takes text, not token ids")
-        request = build_request(
-            self.settings,
-            prompt,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            stop=stop,
-            grammar=grammar,
-            seed=seed,
-            timeout=timeout,
-        )
+        request = build_request(self.settings, prompt, **options)
         loop = request.sink.loop
         task = loop.create_task(self._serve(request), name="remote-completion")
         self._tasks.add(task)
@@ -266,14 +224,6 @@ class RemoteEngine:
 
         request.on_cancel = interrupt
         return Generation.of(request)
-
-    async def complete(self, prompt: str | list[int], **options: Any) -> Finished:
-        """Run a request to its end; :attr:`Finished.text` holds all its text."""
-        async with self.stream(prompt, **options) as generation:
-            async for event in generation:
-                if isinstance(event, Finished):
-                    return event
-        raise EngineError("the request ended without a final event")  # pragma: no cover
 
     async def _serve(self, request: Request) -> None:
         """Run ``request`` on the server, handing its events to the request's sink."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, Self
+from typing import TYPE_CHECKING, Final, Literal, Self, TypedDict, Unpack
 
 from gateway.assistant.errors import EngineTimeoutError
 
@@ -264,26 +264,38 @@ class Generation:
             self._request.interrupt()
 
 
+class StreamOptions(TypedDict, total=False):
+    """How one request generates (every engine's ``stream()`` and ``complete()`` take these)."""
+
+    max_tokens: int | None  # None: until end of turn or the context is full
+    temperature: float  # 0: greedy (default 1.0)
+    top_p: float  # default 0.95
+    top_k: int  # default 64
+    min_p: float  # default 0.0
+    repeat_penalty: float  # default 1.0 (none)
+    presence_penalty: float  # default 0.0
+    frequency_penalty: float  # default 0.0
+    stop: Sequence[str] | str  # cut before the earliest of these
+    grammar: str | None  # GBNF text with a 'root' rule
+    seed: int | None  # None: the settings' seed, else a random one
+    timeout: float | None  # None: the settings' request_timeout_s (queueing included)
+
+
 def build_request(
     settings: AssistantSettings,
     prompt: str | list[int],
     *,
-    max_tokens: int | None,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    min_p: float,
-    repeat_penalty: float,
-    presence_penalty: float,
-    frequency_penalty: float,
-    stop: Sequence[str] | str,
-    grammar: str | None,
-    seed: int | None,
-    timeout: float | None,
     deferred: bool = False,
+    **options: Unpack[StreamOptions],
 ) -> Request:
     """A request with checked options (``ValueError`` naming a bad one), for the running loop;
     ``seed`` and ``timeout`` default to the settings' (a random seed when neither gives one)."""
+    max_tokens = options.get("max_tokens")
+    temperature = options.get("temperature", 1.0)
+    top_p = options.get("top_p", 0.95)
+    stop = options.get("stop", ())
+    timeout = options.get("timeout")
+    seed = options.get("seed")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens: expected at least 1, got {max_tokens}")
     if not math.isfinite(temperature) or temperature < 0:
@@ -301,11 +313,11 @@ def build_request(
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty,
+        top_k=options.get("top_k", 64),
+        min_p=options.get("min_p", 0.0),
+        repeat_penalty=options.get("repeat_penalty", 1.0),
+        presence_penalty=options.get("presence_penalty", 0.0),
+        frequency_penalty=options.get("frequency_penalty", 0.0),
         seed=secrets.randbits(SEED_BITS) if seed is None else seed,
     )
     cancel = threading.Event()
@@ -313,7 +325,7 @@ def build_request(
         prompt=prompt,
         sampling=sampling,
         stop=tuple(stop),
-        grammar=grammar,
+        grammar=options.get("grammar"),
         timeout_s=timeout_s,
         deadline=time.monotonic() + timeout_s,
         cancel=cancel,
