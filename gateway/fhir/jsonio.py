@@ -169,7 +169,7 @@ def _fast(value: object) -> object:
     if kind is dict:
         out = {}
         for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str or (key and max(key) > _BMP_MAX):
+            if type(key) is not str or (not key.isascii() and max(key) > _BMP_MAX):
                 raise _NotFastError
             out[key] = _fast(item)
         return out

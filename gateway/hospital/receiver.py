@@ -189,8 +189,15 @@ class BundleReceiver:
                 )
             else:
                 self.stats.accepted += 1
-                log.info("accepted Bundle %s from %s (key %s)", b, v.topic, v.kid)
+                log.debug("accepted Bundle %s from %s (key %s)", b, v.topic, v.kid)
                 outcomes[id(v)] = Outcome.ACCEPTED
+        if accepted:  # one line per batch: at thousands a second a line each would be the load
+            log.info(
+                "accepted %d Bundle(s), %s … %s",
+                len(accepted),
+                accepted[0].bundle_id,
+                accepted[-1].bundle_id,
+            )
         return [c if isinstance(c, Outcome) else outcomes[id(c)] for c in checked]
 
 

@@ -2,8 +2,8 @@
 a batch, so that one durable step covers many Bundles (the receiver acknowledges them after it).
 
 - :class:`DirectorySink`: ``<dir>/<bundle id>.json``, the bytes as received, written atomically:
-  temporary files, their fsyncs run side by side (the filesystem commits them together), renames,
-  one fsync of the directory. Writing a Bundle again changes nothing.
+  temporary files written and fsynced side by side (the filesystem commits them together),
+  renames, one fsync of the directory. Writing a Bundle again changes nothing.
 - :class:`FhirSink`: a POST of each transaction Bundle to a FHIR server (its conditional creates
   absorb a duplicate).
 - :class:`SeenBundles`: the ids already accepted, in SQLite (WAL; several receivers on one host
@@ -25,7 +25,8 @@ from gateway.forward.errors import ErrorClass, PermanentDeliveryError, Transient
 from gateway.forward.https import FhirClient
 
 T = TypeVar("T")
-FSYNC_THREADS: Final = 8
+WRITE_THREADS: Final = 8
+FILE_MODE: Final = 0o666  # as open() makes files: less the umask
 Item = tuple[str, bytes]  # (bundle id, payload)
 
 
@@ -44,26 +45,39 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _write_durably(path: Path, payload: bytes) -> None:
+    """Create ``path`` with ``payload`` and fsync it (one thread of the sink's pool)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class DirectorySink:
     """Writes ``<dir>/<bundle id>.json`` atomically (see the module text)."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            WRITE_THREADS, thread_name_prefix="receiver-write"
+        )
 
     def _write_all(self, items: Sequence[Item]) -> None:
-        moves = []
-        for bundle_id, payload in items:
-            tmp = self.directory / f".{bundle_id}.{os.getpid()}.tmp"
-            tmp.write_bytes(payload)
-            moves.append((tmp, self.directory / f"{bundle_id}.json"))
-        if len(moves) == 1:
-            _fsync(moves[0][0])
-        else:
-            with concurrent.futures.ThreadPoolExecutor(FSYNC_THREADS) as pool:
-                list(pool.map(_fsync, [tmp for tmp, _ in moves]))
+        pid = os.getpid()
+        moves = [
+            (self.directory / f".{bundle_id}.{pid}.tmp", self.directory / f"{bundle_id}.json")
+            for bundle_id, _ in items
+        ]
+        # creating, writing and fsyncing the files side by side: each thread waits in its own
+        # system calls, and the filesystem commits the fsyncs together
+        list(self._pool.map(_write_durably, [tmp for tmp, _ in moves], [p for _, p in items]))
         for tmp, final in moves:
-            tmp.replace(final)
+            os.replace(tmp, final)
         _fsync(self.directory)
 
     async def deliver_many(self, items: Sequence[Item]) -> dict[str, str]:
