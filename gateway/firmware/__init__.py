@@ -1,0 +1,2 @@
+"""Sensor firmware: MCUboot images (:mod:`.image`) checked before they are uploaded to a sensor
+over MCUmgr SMP."""
