@@ -124,12 +124,13 @@ def test_damage_after_the_firmware_is_caught_or_harmless(
 def test_version_text_and_order() -> None:
     assert Version.parse("1.2.3+4") == Version(1, 2, 3, 4)
     assert Version.parse("1.2.3-build4") == Version(1, 2, 3, 4)
+    assert Version.parse("1.2.3.4") == Version(1, 2, 3, 4)  # as Zephyr lists it
     assert Version.parse("2.0") == Version(2, 0, 0, 0)
     assert str(Version(1, 2, 3, 4)) == "1.2.3+4"
     assert str(Version(1, 2, 3)) == "1.2.3"
     assert Version(1, 2, 3, 5) > Version(1, 2, 3, 4) > Version(1, 2, 2, 99) > Version(1, 1, 9)
     assert Version(1, 10, 0) > Version(1, 9, 9)
-    for bad in ("", "one.two", "1.2.3.4", "1.2.-3", "1.2.3+x"):
+    for bad in ("", "one.two", "1.2.3.4.5", "1.2.-3", "1.2.3+x", "1.2.3.4+5"):
         with pytest.raises(ImageError, match=r"MAJOR\.MINOR\.REVISION"):
             Version.parse(bad)
 

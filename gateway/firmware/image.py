@@ -61,9 +61,12 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        """``1.2.3`` or ``1.2.3+4`` (imgtool's form; ``1.2.3-build4`` as smpclient prints)."""
+        """``1.2.3`` or ``1.2.3+4`` (imgtool's form), ``1.2.3.4`` (Zephyr's image list),
+        ``1.2.3-build4`` (smpclient's)."""
         core, _, build = text.strip().replace("-build", "+").partition("+")
         parts = core.split(".")
+        if len(parts) == 4 and not build:  # Zephyr lists MAJOR.MINOR.REVISION.BUILD
+            *parts, build = parts
         try:
             numbers = [int(p) for p in parts] + [0] * (3 - len(parts))
             version = cls(numbers[0], numbers[1], numbers[2], int(build) if build else 0)
