@@ -91,6 +91,19 @@ def read_image(data: bytes) -> SlotImage:
     return SlotImage(data, version, claimed)
 
 
+def build_image(version: str, firmware: bytes, header_size: int = 0x200) -> bytes:
+    """An unsigned image as a sensor leaves the factory with: header, firmware, and a TLV area
+    with the SHA256 TLV (what ``imgtool sign`` writes without a key)."""
+    major, minor, revision, build = ([int(part) for part in version.split(".")] + [0] * 4)[:4]
+    header = HEADER.pack(
+        IMAGE_MAGIC, 0, header_size, 0, len(firmware), 0, major, minor, revision, build
+    )
+    hashed = header.ljust(header_size, b"\x00") + firmware
+    digest = hashlib.sha256(hashed).digest()
+    tlv = TLV.pack(TLV_SHA256, len(digest)) + digest
+    return hashed + TLV_INFO.pack(TLV_INFO_MAGIC, TLV_INFO.size + len(tlv)) + tlv
+
+
 class Bootloader:
     """The two slots of one image, with MCUboot's swap semantics (module text)."""
 

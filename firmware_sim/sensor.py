@@ -49,6 +49,7 @@ from firmware_sim.bluetooth import (
 from firmware_sim.clock import DeviceClock
 from firmware_sim.context import SensorContext, SensorStats
 from firmware_sim.faults import CORRUPTION_COUNTERS, Builder, Corruption, PacketFaults
+from firmware_sim.management import Management
 from firmware_sim.security import SecurityLevel, link_is_secure, pairing_config
 from firmware_sim.security import permissions as security_permissions
 
@@ -68,7 +69,8 @@ MAX_CATCH_UP_INTERVALS: Final = 5
 
 MANUFACTURER: Final = "Bedside Devices (simulated)"
 HARDWARE_REVISION: Final = "rev C"
-FIRMWARE_REVISION: Final = "1.4.2 (Zephyr 3.7.0, bedside-sim)"
+FACTORY_VERSION: Final = "1.4.2"  # the MCUboot image a sensor starts with
+FIRMWARE_BUILD: Final = "(Zephyr 3.7.0, bedside-sim)"  # after the version in DIS
 SOFTWARE_REVISION: Final = "bedside-sim 0.1.0"
 
 
@@ -139,12 +141,14 @@ class Sensor(abc.ABC):
             read=lambda _conn: ch.current_time(self.clock.now(), self.clock.adjust_reason),
             write=self._on_current_time_write,
         )
+        self.management = Management(self, FACTORY_VERSION)
         self.device.add_services(
             [
                 self._device_information_service(),
                 gatt.Service(uuid16(0x180F), [self.battery_char]),
                 gatt.Service(uuid16(0x1805), [self.current_time_char]),
                 *self.services(),
+                self.management.service,
             ]
         )
         self.device.on("connection", self._on_connection)
@@ -210,6 +214,11 @@ class Sensor(abc.ABC):
         """Drop the link from the sensor's side (as a sensor going out of range would)."""
         return await self._drop_link(pause_s=0.0)
 
+    async def restart(self, pause_s: float, boot: Callable[[], str]) -> None:
+        """A reset: the link drops, ``boot`` runs (MCUboot), advertising resumes after pause_s."""
+        await self._drop_link(pause_s)
+        logger.info("%s: reset, MCUboot: %s", self.name, boot())
+
     # -- GATT helpers ------------------------------------------------------------------------------
     def characteristic(
         self,
@@ -252,13 +261,18 @@ class Sensor(abc.ABC):
             (ch.MODEL_NUMBER, self.MODEL.encode()),
             (ch.SERIAL_NUMBER, serial.encode()),
             (ch.HARDWARE_REVISION, HARDWARE_REVISION.encode()),
-            (ch.FIRMWARE_REVISION, FIRMWARE_REVISION.encode()),
             (ch.SOFTWARE_REVISION, SOFTWARE_REVISION.encode()),
             (ch.SYSTEM_ID, ch.system_id(address)),
             (ch.PNP_ID, ch.pnp_id(self.PRODUCT_ID, 0x0142)),
         )
+        firmware = self.characteristic(  # the image MCUboot booted (firmware_sim/management.py)
+            ch.FIRMWARE_REVISION,
+            read,
+            read=lambda _conn: f"{self.management.version} {FIRMWARE_BUILD}".encode(),
+        )
         return gatt.Service(
-            uuid16(0x180A), [self.characteristic(uuid, read, value) for uuid, value in values]
+            uuid16(0x180A),
+            [*(self.characteristic(uuid, read, value) for uuid, value in values), firmware],
         )
 
     def vendor_service(self) -> gatt.Service:
@@ -320,6 +334,7 @@ class Sensor(abc.ABC):
         if not self._dropping:
             self.stats.remote_disconnects += 1
         self.on_disconnected()
+        self.management.on_disconnected()
         if not self._stopping:
             self.spawn(self._resume_advertising(), "resume advertising")
 

@@ -1,0 +1,81 @@
+"""MCUmgr's SMP service on a simulated sensor, as Zephyr's Bluetooth SMP transport presents it:
+one characteristic (write without response, notify) in service
+``8D53DC1D-1DB7-4CD3-868B-8A527460AA84``. Requests arrive in ATT writes (joined by
+:class:`~.smp_server.Reassembler`); each response goes back in notifications of at most
+ATT_MTU - 3 bytes. A reset request restarts the sensor after its response: the link drops, the
+bootloader swaps or reverts (:mod:`.mcuboot`), and the sensor advertises again shortly after,
+running — and reporting in DIS Firmware Revision — whatever image MCUboot booted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Final
+
+from bumble import gatt
+from bumble.core import UUID
+from bumble.device import Connection
+
+from firmware_sim.mcuboot import Bootloader, build_image, read_image
+from firmware_sim.smp_server import Reassembler, SmpServer
+
+if TYPE_CHECKING:
+    from firmware_sim.sensor import Sensor
+
+SMP_SERVICE: Final = "8D53DC1D-1DB7-4CD3-868B-8A527460AA84"
+SMP_CHARACTERISTIC: Final = "DA2E7828-FBCE-4E01-AE9E-261174997C48"
+ATT_HEADER: Final = 3
+REBOOT_S: Final = 0.5  # from reset to advertising again
+FACTORY_FIRMWARE_SIZE: Final = 16 * 1024
+
+
+def factory_image(model: str, version: str) -> bytes:
+    """The image a sensor of ``model`` leaves the factory with (deterministic firmware bytes)."""
+    seed = hashlib.sha256(f"{model} {version}".encode()).digest()
+    firmware = (seed * (FACTORY_FIRMWARE_SIZE // len(seed) + 1))[:FACTORY_FIRMWARE_SIZE]
+    return build_image(version, firmware)
+
+
+class Management:
+    """The SMP service of one sensor."""
+
+    def __init__(self, sensor: Sensor, version: str) -> None:
+        self._sensor = sensor
+        self.bootloader = Bootloader(read_image(factory_image(sensor.MODEL, version)))
+        self.server = SmpServer(self.bootloader, self._reset_soon)
+        self._reassembler = Reassembler()
+        self.characteristic = sensor.characteristic(
+            SMP_CHARACTERISTIC,
+            gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE
+            | gatt.Characteristic.Properties.NOTIFY,
+            write=self._on_write,
+        )
+        self.service = gatt.Service(UUID(SMP_SERVICE), [self.characteristic])
+        self.resets = 0
+
+    @property
+    def version(self) -> str:
+        """The running image's version."""
+        return self.bootloader.primary.version
+
+    def on_disconnected(self) -> None:
+        self._reassembler.clear()
+
+    def _on_write(self, _connection: Connection, value: bytes) -> None:
+        for frame in self._reassembler.feed(value):
+            response = self.server.handle(frame)
+            self._sensor.spawn(self._respond(response), "smp response")
+
+    async def _respond(self, response: bytes) -> None:
+        size = max(1, self._sensor.att_mtu - ATT_HEADER)
+        for at in range(0, len(response), size):
+            await self._sensor.notify(self.characteristic, response[at : at + size])
+        self.server.after_response()
+
+    def _reset_soon(self) -> None:
+        self._sensor.spawn(self._reboot(), "smp reset")
+
+    async def _reboot(self) -> None:
+        """Drop the link, let MCUboot boot (swap, revert or nothing), advertise again."""
+        await self._sensor.restart(REBOOT_S, self.bootloader.reset)
+        self.resets += 1
