@@ -76,6 +76,6 @@ class Management:
         self._sensor.spawn(self._reboot(), "smp reset")
 
     async def _reboot(self) -> None:
-        """Drop the link, let MCUboot boot (swap, revert or nothing), advertise again."""
+        """Let MCUboot boot (swap, revert or nothing), drop the link, advertise again."""
         await self._sensor.restart(REBOOT_S, self.bootloader.reset)
         self.resets += 1

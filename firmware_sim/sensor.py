@@ -215,9 +215,10 @@ class Sensor(abc.ABC):
         return await self._drop_link(pause_s=0.0)
 
     async def restart(self, pause_s: float, boot: Callable[[], str]) -> None:
-        """A reset: the link drops, ``boot`` runs (MCUboot), advertising resumes after pause_s."""
+        """A reset: ``boot`` runs (MCUboot), the link drops, advertising resumes after pause_s."""
+        outcome = boot()
         await self._drop_link(pause_s)
-        logger.info("%s: reset, MCUboot: %s", self.name, boot())
+        logger.info("%s: reset, MCUboot: %s", self.name, outcome)
 
     # -- GATT helpers ------------------------------------------------------------------------------
     def characteristic(

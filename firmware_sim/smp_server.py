@@ -3,9 +3,10 @@ frames out (the GATT characteristic around it carries them; :class:`Reassembler`
 the client wrote in pieces).
 
 A frame is the 8-byte SMP header (op, version, flags, length, group, sequence, command; network
-byte order) and a CBOR map. Served: OS echo and reset; image state read/write (test, confirm),
-upload, erase (:mod:`.mcuboot`). A group error answers ``{"err": {"group", "rc"}}`` to an SMP v2
-request and ``{"rc"}`` to a v1 one; an unknown command answers ``rc`` 8 (``MGMT_ERR.ENOTSUP``).
+byte order) and a CBOR map. Served: OS echo, reset and MCUmgr parameters; image state read/write
+(test, confirm), upload, erase (:mod:`.mcuboot`). A group error answers
+``{"err": {"group", "rc"}}`` to an SMP v2 request and ``{"rc"}`` to a v1 one; an unknown command
+answers ``rc`` 8 (``MGMT_ERR.ENOTSUP``).
 Header and codes: ``smp.header``, ``smp.error``, ``smp.image_management`` (the protocol's
 definitions); the handling is this module's.
 """
@@ -22,6 +23,9 @@ from smp.header import OP, CommandId, GroupId, Header, Version
 from firmware_sim.mcuboot import Bootloader, DfuError
 
 HEADER_SIZE: Final = Header.SIZE
+# CONFIG_MCUMGR_TRANSPORT_NETBUF_SIZE / _COUNT: the largest request the device takes, and how many
+BUFFER_SIZE: Final = 1024
+BUFFER_COUNT: Final = 4
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -71,6 +75,11 @@ class SmpServer:
         self._handlers: dict[tuple[int, int, OP], Handler] = {
             (GroupId.OS_MANAGEMENT, CommandId.OSManagement.ECHO, OP.WRITE): self._echo,
             (GroupId.OS_MANAGEMENT, CommandId.OSManagement.RESET, OP.WRITE): self._reset,
+            (
+                GroupId.OS_MANAGEMENT,
+                CommandId.OSManagement.MCUMGR_PARAMETERS,
+                OP.READ,
+            ): self._parameters,
             (GroupId.IMAGE_MANAGEMENT, CommandId.ImageManagement.STATE, OP.READ): self._states,
             (GroupId.IMAGE_MANAGEMENT, CommandId.ImageManagement.STATE, OP.WRITE): self._test,
             (GroupId.IMAGE_MANAGEMENT, CommandId.ImageManagement.UPLOAD, OP.WRITE): self._upload,
@@ -127,6 +136,9 @@ class SmpServer:
         if not isinstance(text, str):
             raise SmpRequestError(MGMT_ERR.EINVAL)
         return {"r": text}
+
+    def _parameters(self, _body: dict[str, Any]) -> dict[str, Any]:
+        return {"buf_size": BUFFER_SIZE, "buf_count": BUFFER_COUNT}
 
     def _reset(self, _body: dict[str, Any]) -> dict[str, Any]:
         self.reset_requested = True
