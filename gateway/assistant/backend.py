@@ -9,6 +9,7 @@ its own :class:`~gateway.assistant.context.TokenContext`; both yield the same ev
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -46,18 +47,21 @@ class LlmEngine(Protocol):
     ) -> Finished: ...
 
 
-class EngineBase:
+class EngineBase(abc.ABC):
     """What the engines share: ``async with`` (start, close) and :meth:`complete` on top of
     their ``stream()``."""
 
+    @abc.abstractmethod
     async def start(self) -> ModelInfo:
-        raise NotImplementedError
+        """Load or reach the model; its description."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Cancel what runs and release the model or the connections."""
 
+    @abc.abstractmethod
     def stream(self, prompt: str | list[int], **options: Unpack[StreamOptions]) -> Generation:
-        raise NotImplementedError
+        """Start a request; iterate the returned :class:`Generation` for its events."""
 
     async def complete(self, prompt: str | list[int], **options: Unpack[StreamOptions]) -> Finished:
         """Run a request to its end; :attr:`Finished.text` holds all its text."""

@@ -98,8 +98,7 @@ class RemoteEngine(EngineBase):
         self._info: ModelInfo | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting = 0  # requests sent, no response yet
-        self._count_path: str | None = None  # the tokenize endpoint that answered
-        self._count_tried = False
+        self._count_paths: tuple[str, ...] = TOKENIZE_PATHS  # narrowed to the one that answers
 
     # -- lifecycle --
 
@@ -405,11 +404,9 @@ class RemoteEngine(EngineBase):
         tokenize endpoint; None when it has none."""
         session = self._session_or_closed()
         root = server_root(self.base_url)
-        paths = TOKENIZE_PATHS if not self._count_tried else (self._count_path,)
+        paths = self._count_paths
         body = {"input": text, "content": text, "prompt": text, "model": self.model_info.name}
         for path in paths:
-            if path is None:
-                break
             try:
                 async with session.post(root + path, json=body) as response:
                     if response.status >= 400:
@@ -419,9 +416,10 @@ class RemoteEngine(EngineBase):
                 continue
             count = _token_count(answer)
             if count is not None:
-                self._count_path, self._count_tried = path, True
+                self._count_paths = (path,)
                 return count
-        self._count_tried = True
+        if paths == TOKENIZE_PATHS:  # none answers: this server counts no tokens
+            self._count_paths = ()
         return None
 
 
