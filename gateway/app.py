@@ -36,6 +36,7 @@ from gateway.ble.transport import given_link, open_link
 from gateway.errors import BedsideError
 from gateway.fhir.device import GatewayInfo, gateway_full_url
 from gateway.fhir.observation import PatientRef
+from gateway.firmware.service import FirmwareService
 from gateway.forward.inbound import ListeningMqttUplink
 from gateway.forward.service import Forwarding, build_signer, build_uplinks, open_store
 from gateway.forward.settings import ForwardSettings
@@ -127,6 +128,7 @@ class Gateway:
             outbox=settings.outbox,
         )
         self.manager: SensorManager | None = None
+        self.firmware: FirmwareService | None = None
         self.ingest: Ingest | None = None
         self.store: AsyncStore | None = None
         self.patients: PatientService | None = None
@@ -225,7 +227,8 @@ class Gateway:
                     last_record_time=store.last_record_time,
                     tz=settings.tz,
                 )
-                self.live = LiveHub(manager.sensors)
+                self._open_firmware(stack, manager)
+                self.live = LiveHub(self.sensor_rows)
                 self.metrics.manager, self.metrics.live = manager, self.live
                 ingest.on_observation = functools.partial(
                     _to_both, manager.observation_ingested, self.live.publish
@@ -287,6 +290,19 @@ class Gateway:
             if isinstance(uplink, ListeningMqttUplink):
                 uplink.on_review = review_handler(self.reviews, self.audit)
 
+    def _open_firmware(self, stack: AsyncExitStack, manager: SensorManager) -> None:
+        """Sensor firmware updates (audited), stopped with the gateway."""
+        audit = self.audit.record if self.audit is not None else None
+        self.firmware = FirmwareService(manager, self.settings.firmware, audit=audit)
+        stack.push_async_callback(self.firmware.close)
+
+    def sensor_rows(self) -> list[dict[str, Any]]:
+        """The sensors as ``/api/sensors`` and the page show them, with their firmware."""
+        if self.manager is None:
+            return []
+        rows = self.manager.sensors()
+        return self.firmware.annotate(rows) if self.firmware is not None else rows
+
     def health_checks(self) -> dict[str, HealthCheck]:
         """The components ``/healthz`` reports besides the assistant: name → a callable returning
         JSON-able data, called on every request (``gateway.web.services.HealthCheck``)."""
@@ -309,6 +325,7 @@ class Gateway:
         from gateway.web.app import bound_port, build_app, resolve_token, serve
         from gateway.web.consultations import setup_consultations
         from gateway.web.diagnostics import Diagnostics, setup_diagnostics
+        from gateway.web.firmware import setup_firmware
         from gateway.web.metrics import setup_metrics
         from gateway.web.page import setup_page
         from gateway.web.patient import setup_patient
@@ -340,7 +357,8 @@ class Gateway:
                 setup_consultations(),
                 setup_reviews(self.reviews, self.audit, self.store),
                 setup_patient(self.patients),
-                *([setup_sensors(self.manager)] if self.manager is not None else []),
+                *([setup_sensors(self.manager, self.sensor_rows)] if self.manager else []),
+                *([setup_firmware(self.firmware)] if self.firmware is not None else []),
                 *([setup_page(self.live)] if self.live is not None else []),
                 setup_metrics(self.metrics),
                 setup_status(settings, self.manager, self.state, self._retry_dead),

@@ -25,6 +25,7 @@ from pydantic_settings import (
 from gateway.assistant.settings import AssistantSettings, ConsultationSettings
 from gateway.ble.settings import BleSettings
 from gateway.errors import ConfigError
+from gateway.firmware.settings import FirmwareSettings
 from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
 from gateway.paths import default_data_dir
 from gateway.rag.settings import RagSettings
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     consultation: ConsultationSettings = ConsultationSettings()
     http: HttpSettings = HttpSettings()
     review: ReviewSettings = ReviewSettings()
+    firmware: FirmwareSettings = FirmwareSettings()
 
     @field_validator("timezone")
     @classmethod

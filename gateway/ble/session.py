@@ -19,7 +19,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -165,6 +165,7 @@ class DeviceSession:
         self._reassemblers: dict[int, Reassembler[Any]] = {}
         self._racp_responses: asyncio.Queue[RecordAccessControlPoint] = asyncio.Queue()
         self._in_racp_download = False
+        self._state_changed = asyncio.Event()
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -214,6 +215,14 @@ class DeviceSession:
                 MeasureFailure.NOT_CONNECTED,
             ) from exc
         return True
+
+    async def wait_for_state(self, states: Collection[SessionState]) -> SessionState:
+        """Return once the session is in one of ``states`` (now, or after a change)."""
+        while True:
+            changed = self._state_changed
+            if self.status.state in states:
+                return self.status.state
+            await changed.wait()
 
     def rebind(self, device: BLEDevice, client_backend: type[Any] | None) -> None:
         """Use a new radio (the adapter was reopened): the device as it found it, its backend.
@@ -339,6 +348,8 @@ class DeviceSession:
             self.status.state_since = time.monotonic()
         self.status.state = state
         self.status.reason = reason
+        changed, self._state_changed = self._state_changed, asyncio.Event()
+        changed.set()
 
     def _has(self, client: BleakClient, uuid: str) -> bool:
         return client.services.get_characteristic(uuid) is not None

@@ -116,5 +116,8 @@ class AuditForwarder:
             self._trail.written.clear()
             while await self.forward_once() == BATCH:
                 pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+            # arrives as the event is set (an entry written while the gateway stops).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._trail.written.wait(), IDLE_S)
+                async with asyncio.timeout(IDLE_S):
+                    await self._trail.written.wait()

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from gateway.ble.manager import SensorManager
 
 MANAGER: Final[web.AppKey[SensorManager]] = web.AppKey("sensor_manager")
+ROWS: Final[web.AppKey[Callable[[], list[dict[str, Any]]]]] = web.AppKey("sensor_rows")
 ADDRESS_ROUTE: Final = "/api/sensors/{address}"
 
 
@@ -62,7 +63,7 @@ def _list_error(exc: SensorListError) -> ApiError:
 
 
 async def list_sensors(request: web.Request) -> web.Response:
-    return _json({"sensors": request.app[MANAGER].sensors()})
+    return _json({"sensors": request.app[ROWS]()})
 
 
 async def accept_sensor(request: web.Request) -> web.Response:
@@ -121,11 +122,15 @@ async def give_passkey(request: web.Request) -> web.Response:
     return _json({"address": address, "used_now": used_now})
 
 
-def setup_sensors(manager: SensorManager) -> Callable[[web.Application], None]:
-    """The ``setup`` callback that adds the sensor routes for ``manager``."""
+def setup_sensors(
+    manager: SensorManager, rows: Callable[[], list[dict[str, Any]]] | None = None
+) -> Callable[[web.Application], None]:
+    """The ``setup`` callback that adds the sensor routes for ``manager``; ``rows`` makes the
+    list (default: the manager's rows; the gateway adds each sensor's firmware)."""
 
     def setup(app: web.Application) -> None:
         app[MANAGER] = manager
+        app[ROWS] = rows or manager.sensors
         app.router.add_get("/api/sensors", list_sensors)
         app.router.add_post(f"{ADDRESS_ROUTE}/accept", accept_sensor)
         app.router.add_delete(ADDRESS_ROUTE, forget_sensor)

@@ -1,0 +1,147 @@
+"""The gateway's safe firmware update (gateway/firmware/update.py, service.py) against simulated
+sensors over the Bumble stack, through the running gateway's own sessions: upload, test, restart,
+check, confirm of the ECG patch while the SpO2 sensor streams; an older image refused unless
+forced; confirm and revert commands; jobs and the sensor rows the page shows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.firmware.device import FirmwareError
+from gateway.firmware.image import ImageError
+from gateway.firmware.service import FirmwareBusyError, NotReadyError, UnknownSensorError
+from gateway.firmware.update import Outcome, UpdateJob
+from tests.firmware_images import build_image
+from tests.harness import Running, running_gateway, wait_until
+from tests.sim_central import FAST
+
+CHECK = {"check_s": 1.5, "reconnect_timeout_s": 30.0}
+LIMIT_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    directory = tmp_path_factory.mktemp("images")
+    return {
+        version: build_image(directory, version, key="ed25519").read_bytes()
+        for version in ("1.3.0", "1.6.0")
+    }
+
+
+async def streaming(run: Running, *kinds: str) -> None:
+    await wait_until(
+        lambda: all(run.states().get(kind) == "streaming" for kind in kinds),
+        30,
+        f"{', '.join(kinds)} streaming",
+    )
+
+
+async def finished(job: UpdateJob) -> UpdateJob:
+    async with asyncio.timeout(LIMIT_S):
+        while not job.done:
+            await job.changed(job.revision)
+    return job
+
+
+async def test_the_ecg_patch_is_updated_and_confirmed_while_spo2_streams(
+    tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    async with running_gateway(tmp_path, ("ecg", "spo2"), overrides=FAST, firmware=CHECK) as run:
+        await streaming(run, "ecg", "spo2")
+        firmware = run.gateway.firmware
+        assert firmware is not None
+        ecg = run.sim.sensors["ecg"]
+        row = firmware.sensor_firmware(ecg.address)
+        assert row is not None
+        assert (row["version"], row["updatable"], row["job"]) == ("1.4.2", True, None)
+        spo2_before = run.status("spo2").observations
+
+        job = firmware.start_update(ecg.address, images["1.6.0"], by="tech")
+        with pytest.raises(FirmwareBusyError, match=r"an update to 1\.6\.0 is running"):
+            firmware.start_update(ecg.address, images["1.6.0"])
+        await finished(job)
+
+        assert job.outcome is Outcome.CONFIRMED, job.message
+        assert job.from_version == "1.4.2"
+        assert job.offset == job.size == len(images["1.6.0"])
+        phases = [step["phase"] for step in job.steps]
+        for phase in ("checking", "uploading", "testing", "restarting", "verifying", "confirming"):
+            assert phase in phases
+        assert ecg.management.version == "1.6.0"
+        assert ecg.management.bootloader.confirmed
+        assert run.status("spo2").observations > spo2_before  # streamed throughout
+        listed = {row["address"]: row for row in await firmware.list()}
+        assert [
+            (i["slot"], i["version"], i["active"], i["confirmed"])
+            for i in listed[ecg.address]["images"]
+        ] == [
+            (0, "1.6.0", True, True),
+            (1, "1.4.2", False, False),
+        ]
+        assert listed[ecg.address]["version"] == "1.6.0"
+        assert listed[ecg.address]["job"]["outcome"] == "confirmed"
+        await wait_until(
+            lambda: run.status("ecg").info.get("Firmware Revision String", "").startswith("1.6.0"),
+            30,
+            "DIS firmware revision 1.6.0",
+        )
+        valid_after = run.status("ecg").observations
+        await wait_until(
+            lambda: run.status("ecg").observations > valid_after, 30, "ECG data after the update"
+        )
+
+        # back to the previous image for good, then the one that was there
+        slots = await firmware.revert(ecg.address, by="tech")
+        assert ecg.management.version == "1.4.2"
+        assert (slots[0].version, slots[0].active) == ("1.4.2", True)
+
+
+async def test_an_older_image_is_refused_unless_forced(
+    tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
+        await streaming(run, "ecg")
+        firmware = run.gateway.firmware
+        assert firmware is not None
+        ecg = run.sim.sensors["ecg"]
+        job = await finished(firmware.start_update(ecg.address, images["1.3.0"]))
+        assert job.outcome is Outcome.REFUSED
+        assert job.message == (
+            "image version 1.3.0 is older than the running 1.4.2; give --force to install it anyway"
+        )
+        assert job.offset == 0
+        assert ecg.management.bootloader.secondary is None
+
+        job = await finished(
+            firmware.start_update(ecg.address, images["1.3.0"], force=True, confirm=False)
+        )
+        assert job.outcome is Outcome.TESTING, job.message
+        assert ecg.management.version == "1.3.0"
+        assert not ecg.management.bootloader.confirmed
+        await streaming(run, "ecg")
+        slots = await firmware.confirm(ecg.address)
+        assert slots[0].version == "1.3.0"
+        assert slots[0].confirmed
+        assert ecg.management.bootloader.confirmed
+
+
+async def test_commands_on_sensors_that_cannot_take_them(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
+        await streaming(run, "ecg")
+        firmware = run.gateway.firmware
+        assert firmware is not None
+        with pytest.raises(UnknownSensorError, match="no sensor AA:BB:CC:DD:EE:FF on this"):
+            firmware.start_update("aa:bb:cc:dd:ee:ff", b"")
+        ecg = run.sim.sensors["ecg"]
+        with pytest.raises(ImageError, match="too short for an MCUboot image header"):
+            firmware.start_update(ecg.address, b"\x00" * 8)
+        await ecg.disconnect()
+        await wait_until(lambda: run.states()["ecg"] != "streaming", 30, "ECG link dropped")
+        with pytest.raises(NotReadyError, match="not connected: wait until it streams"):
+            await firmware.confirm(ecg.address)
+        await streaming(run, "ecg")
+        with pytest.raises(FirmwareError, match="has no previous image to go back to"):
+            await firmware.revert(ecg.address)
