@@ -1,10 +1,13 @@
-"""Packet fault injection: which corruption a scenario's ``[faults]`` give the Nth measurement
-packet, and the :class:`~firmware_sim.sensor.SensorStats` counter each one adds to."""
+"""Fault injection: which corruption a scenario's ``[faults]`` give the Nth measurement packet,
+and the :class:`~firmware_sim.sensor.SensorStats` counter each one adds to; and the faults of the
+firmware update path (:class:`SmpFaults`), which the SMP server applies to image upload chunks
+(MCUmgr SMP group 1, "Image upload")."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from firmware_sim.scenarios import FaultSettings
@@ -72,3 +75,57 @@ def corrupt(
     if variant is None:
         return clean, Corruption.NONE
     return variant(), corruption
+
+
+@dataclass(slots=True)
+class SmpFaults:
+    """Faults on the MCUmgr image upload path, each applied once per instance (set a new one to
+    arm them again). An upload *chunk* is an image upload request whose data the device writes
+    (MCUmgr SMP group 1, "Image upload": a request at the offset the device expects, or the
+    ``off`` 0 request that starts an upload; not one answered with the expected offset, nor the
+    ``off`` 0 request that continues an upload session).
+
+    - ``drop_at_bytes``: once a chunk brings the upload offset to at least this many bytes, the
+      sensor drops the link after writing the chunk and before its response goes out, so the
+      client cannot know the chunk arrived; the partial upload stays, and a client resumes it.
+    - ``corrupt_chunk``: the data of the Nth chunk (1-based, counted from when this instance was
+      set) has one byte flipped as received; the completed image then fails the device's SHA-256
+      check.
+    """
+
+    drop_at_bytes: int | None = None
+    corrupt_chunk: int | None = None
+    chunks: int = field(default=0, init=False)  # chunks taken while this instance was set
+    dropped: bool = field(default=False, init=False)
+    corrupted: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("drop_at_bytes", "corrupt_chunk"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+    @classmethod
+    def from_settings(cls, settings: FaultSettings) -> SmpFaults:
+        """The update-path faults a scenario's ``[faults]`` configure."""
+        return cls(
+            drop_at_bytes=settings.smp_drop_at_bytes, corrupt_chunk=settings.smp_corrupt_chunk
+        )
+
+    def take_chunk(self, data: bytes) -> bytes:
+        """Count one chunk the device writes; returns its data as received (one byte of the
+        ``corrupt_chunk``-th flipped: the middle one, inverted)."""
+        self.chunks += 1
+        if self.corrupted or self.chunks != self.corrupt_chunk or not data:
+            return data
+        self.corrupted = True
+        flipped = bytearray(data)
+        flipped[len(flipped) // 2] ^= 0xFF
+        return bytes(flipped)
+
+    def drop_after(self, offset: int) -> bool:
+        """Whether the link drops now that a chunk brought the upload to ``offset`` (once)."""
+        if self.dropped or self.drop_at_bytes is None or offset < self.drop_at_bytes:
+            return False
+        self.dropped = True
+        return True

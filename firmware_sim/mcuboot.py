@@ -6,6 +6,14 @@ sensor keeps them (its own code: the simulator and the gateway check each other)
   stopped); the first chunk carries the total length and must start with the MCUboot magic; the
   last one completes the image, which is then checked: header, TLV area, SHA256 TLV equal to the
   SHA-256 of header + firmware + protected TLVs. A bad image leaves the slot empty.
+- **Upload sessions** (Zephyr MCUmgr, SMP group 1 "Image upload": the ``sha`` of the first
+  request "is used to identify an upload session (e.g. to allow MCUmgr to continue a broken
+  session), and for image verification purposes"): an ``off`` 0 request whose ``sha`` and ``len``
+  equal those of the upload in progress writes nothing and is answered with the offset reached,
+  from which the client continues; any other ``off`` 0 request starts anew. The last chunk of an
+  upload that had a ``sha`` also answers ``match``: whether the SHA-256 of the whole image
+  received equals it (Zephyr with ``CONFIG_IMG_ENABLE_IMAGE_CHECK``). The partial upload is RAM
+  state: it outlives a dropped link, not a reset.
 - **Test** (state write ``confirm: false`` with the secondary's hash) marks it pending; **confirm**
   with that hash marks it pending and permanent; confirm with no hash (or the running image's)
   confirms the running image.
@@ -34,6 +42,11 @@ HEADER: Final = struct.Struct("<IIHHIIBBHI")  # magic … version (major, minor,
 TLV_INFO: Final = struct.Struct("<HH")
 TLV: Final = struct.Struct("<HH")
 SLOT_SIZE: Final = 0x40000  # 256 KiB, the size of each slot on the simulated flash
+SHA_SIZE: Final = 32  # IMG_MGMT_DATA_SHA_LEN: an upload's ``sha`` is at most a full SHA-256
+# Firmware bytes containing this marker "crash" once booted: the simulated sensor still runs its
+# SMP server (so MCUmgr can revert or replace it) but every measurement packet it sends is
+# malformed (firmware_sim.management.Management.crashing).
+CRASH_MARKER: Final = b"BEDSIDE-SIM:CRASH"
 
 
 class DfuError(Exception):
@@ -51,6 +64,18 @@ class SlotImage:
     data: bytes
     version: str
     hash: bytes
+
+    @property
+    def firmware(self) -> bytes:
+        """The firmware: what follows the header, up to the TLV area (MCUboot "Image format")."""
+        fields = HEADER.unpack_from(self.data)
+        header_size, image_size = fields[2], fields[4]
+        return self.data[header_size : header_size + image_size]
+
+    @property
+    def crashes(self) -> bool:
+        """Whether the firmware carries :data:`CRASH_MARKER` (it misbehaves once booted)."""
+        return CRASH_MARKER in self.firmware
 
 
 def read_image(data: bytes) -> SlotImage:
@@ -115,6 +140,11 @@ class Bootloader:
         self.permanent = False  # … for good (not under test)
         self._upload = bytearray()
         self._upload_length = 0
+        self._upload_sha: bytes | None = None
+        # Whether the image the last upload() call completed matched its ``sha`` (None: that
+        # call completed no image, or the upload had no ``sha``); set even when the completed
+        # image then fails the device's own check.
+        self.last_match: bool | None = None
 
     # -- upload --
 
@@ -122,8 +152,30 @@ class Bootloader:
     def upload_offset(self) -> int:
         return len(self._upload)
 
-    def upload(self, off: int, data: bytes, length: int | None = None) -> int:
-        """Take a chunk; returns the offset the device expects next (the length when done)."""
+    def writes(self, off: int, length: int | None = None, sha: bytes | None = None) -> bool:
+        """Whether :meth:`upload` would write a chunk at ``off`` (False: it would answer with the
+        offset it expects, or continue the upload session ``sha`` identifies)."""
+        if off == 0:
+            return not self._continues(length, sha)
+        return off == len(self._upload) and self._upload_length > 0
+
+    def _continues(self, length: int | None, sha: bytes | None) -> bool:
+        return (
+            self._upload_length > 0
+            and bool(sha)
+            and sha == self._upload_sha
+            and length == self._upload_length
+        )
+
+    def upload(
+        self, off: int, data: bytes, length: int | None = None, sha: bytes | None = None
+    ) -> int:
+        """Take a chunk; returns the offset the device expects next (the length when done).
+
+        ``sha`` (only read with ``off`` 0) identifies the upload session and is checked against
+        the completed image (:attr:`last_match`); see the module text.
+        """
+        self.last_match = None
         if off == 0:
             if self.pending:
                 raise DfuError(IMG_MGMT_ERR.IMAGE_ALREADY_PENDING, "an image is pending")
@@ -133,19 +185,30 @@ class Bootloader:
                 raise DfuError(IMG_MGMT_ERR.INVALID_IMAGE_TOO_LARGE, "larger than the slot")
             if len(data) >= 4 and struct.unpack_from("<I", data)[0] != IMAGE_MAGIC:
                 raise DfuError(IMG_MGMT_ERR.INVALID_IMAGE_HEADER_MAGIC, "no MCUboot magic")
+            if sha is not None and len(sha) > SHA_SIZE:
+                raise DfuError(IMG_MGMT_ERR.INVALID_HASH, "the sha is longer than a SHA-256")
+            if self._continues(length, sha):
+                return len(self._upload)  # the same session: continue where it stopped
             self.secondary = None
             self._upload = bytearray()
             self._upload_length = length
+            self._upload_sha = sha or None
         elif off != len(self._upload) or not self._upload_length:
             return len(self._upload)  # not where the device is: tell the client where it is
         if off + len(data) > self._upload_length:
             raise DfuError(IMG_MGMT_ERR.INVALID_IMAGE_DATA_OVERRUN, "past the announced length")
         self._upload += data
         if len(self._upload) == self._upload_length:
-            image, self._upload, self._upload_length = bytes(self._upload), bytearray(), 0
+            image, sha = bytes(self._upload), self._upload_sha
+            self._forget_upload()
+            if sha is not None:
+                self.last_match = hashlib.sha256(image).digest() == sha
             self.secondary = read_image(image)  # a bad image leaves the slot empty
             return len(image)
         return len(self._upload)
+
+    def _forget_upload(self) -> None:
+        self._upload, self._upload_length, self._upload_sha = bytearray(), 0, None
 
     # -- state --
 
@@ -202,10 +265,12 @@ class Bootloader:
         if self.pending or not self.confirmed:
             raise DfuError(IMG_MGMT_ERR.IMAGE_ALREADY_PENDING, "the secondary slot is in use")
         self.secondary = None
-        self._upload, self._upload_length = bytearray(), 0
+        self._forget_upload()
 
     def reset(self) -> str:
-        """Boot: what MCUboot did (``"reverted"``, ``"test"``, ``"permanent"`` or ``"none"``)."""
+        """Boot: what MCUboot did (``"reverted"``, ``"test"``, ``"permanent"`` or ``"none"``).
+        An upload in progress is forgotten (the application's RAM state)."""
+        self._forget_upload()
         if not self.confirmed:  # the image under test was not confirmed: swap back
             assert self.secondary is not None
             self.primary, self.secondary = self.secondary, self.primary

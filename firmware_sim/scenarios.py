@@ -159,6 +159,12 @@ class FaultSettings(_Model):
     # A battery change: the sensor powers off (links drop, advertising pauses), its clock loses
     # the time and restarts at the unset epoch, and the new battery is full.
     battery_change_every_s: Seconds | None = None
+    # The firmware update path (MCUmgr image upload; firmware_sim.faults.SmpFaults), each once
+    # in the sensor's lifetime: the link drops once an upload first reaches this many bytes
+    # (after the device took the chunk, before it answers), and the Nth upload chunk the device
+    # takes arrives with one byte flipped (the image then fails its SHA-256 check).
+    smp_drop_at_bytes: Annotated[int, Field(ge=1)] | None = None
+    smp_corrupt_chunk: Annotated[int, Field(ge=1)] | None = None
 
 
 class Scenario(_Model):

@@ -415,7 +415,7 @@ class Sensor(abc.ABC):
         """Send one measurement packet, applying the scenario's packet faults."""
         if not self.subscribed(characteristic, indicate=indicate):
             return False
-        value, applied = build(self._faults.next())
+        value, applied = build(self.management.corruption(self._faults.next()))
         sent = await (self.indicate if indicate else self.notify)(characteristic, value)
         if sent and applied is not Corruption.NONE:
             counter = CORRUPTION_COUNTERS[applied]

@@ -1,15 +1,18 @@
 """The simulator's MCUboot slots (firmware_sim/mcuboot.py) with imgtool-built images: chunked
-upload and resume, the device's own image check (cross-checked with the gateway's), test, confirm,
-revert on an unconfirmed reset, erase, and the refusals Zephyr answers with."""
+upload and resume, upload sessions identified by their ``sha`` and the ``match`` of a completed
+one, the device's own image check (cross-checked with the gateway's), test, confirm, revert on an
+unconfirmed reset, erase, the refusals Zephyr answers with, and the "crashing" image marker."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 
 import pytest
 from smp.image_management import IMG_MGMT_ERR
 
-from firmware_sim.mcuboot import Bootloader, DfuError, SlotImage, read_image
+from firmware_sim.mcuboot import CRASH_MARKER, Bootloader, DfuError, SlotImage, read_image
 from gateway.firmware.image import Version, inspect_image
 from tests.firmware_images import build_image
 
@@ -25,11 +28,18 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     }
 
 
-def upload(boot: Bootloader, data: bytes, *, start: int = 0) -> int:
+def upload(boot: Bootloader, data: bytes, *, start: int = 0, sha: bytes | None = None) -> int:
     off = start
     while off < len(data):
-        off = boot.upload(off, data[off : off + CHUNK], len(data) if off == 0 else None)
+        first = off == 0
+        off = boot.upload(
+            off, data[off : off + CHUNK], len(data) if first else None, sha if first else None
+        )
     return off
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def fresh(images: dict[str, bytes]) -> Bootloader:
@@ -155,3 +165,107 @@ def test_a_truncated_image_is_refused(images: dict[str, bytes]) -> None:
     with pytest.raises(DfuError) as caught:
         read_image(data[:16])
     assert caught.value.code is IMG_MGMT_ERR.INVALID_IMAGE_HEADER
+
+
+def test_an_upload_session_continues_from_its_sha(images: dict[str, bytes]) -> None:
+    boot = fresh(images)
+    data, sha = images["new"], sha256(images["new"])
+    off = boot.upload(0, data[:CHUNK], len(data), sha)
+    off = boot.upload(off, data[off : off + CHUNK])
+    assert boot.last_match is None  # not complete yet
+    # the link dropped; the client starts over with off 0 and the same sha and length
+    assert not boot.writes(0, len(data), sha)
+    assert boot.upload(0, data[:CHUNK], len(data), sha) == off == 2 * CHUNK
+    assert boot.upload_offset == off  # nothing written
+    assert boot.writes(off)
+    assert not boot.writes(off + CHUNK)
+    assert upload(boot, data, start=off) == len(data)
+    assert boot.last_match is True
+    assert boot.secondary is not None
+    assert boot.secondary.hash == read_image(data).hash
+
+
+@pytest.mark.parametrize(
+    "how", ["another sha", "another length", "no sha", "no sha before", "trimmed sha"]
+)
+def test_an_upload_starts_anew_unless_sha_and_length_match(
+    images: dict[str, bytes], how: str
+) -> None:
+    boot = fresh(images)
+    data, sha = images["new"], sha256(images["new"])
+    first_sha = None if how == "no sha before" else sha
+    boot.upload(0, data[:CHUNK], len(data), first_sha)
+    boot.upload(CHUNK, data[CHUNK : 2 * CHUNK])
+    again = {
+        "another sha": (len(data), sha256(b"other")),
+        "another length": (len(data) + 4, sha),
+        "no sha": (len(data), None),
+        "no sha before": (len(data), sha),
+        "trimmed sha": (len(data), sha[:16]),
+    }
+    length, second_sha = again[how]
+    assert boot.writes(0, length, second_sha)
+    assert boot.upload(0, data[:CHUNK], length, second_sha) == CHUNK
+
+
+def test_match_reports_whether_the_image_is_the_one_announced(images: dict[str, bytes]) -> None:
+    boot = fresh(images)
+    data = images["new"]
+    assert upload(boot, data) == len(data)
+    assert boot.last_match is None  # no sha, nothing to compare
+    boot.erase()
+    assert upload(boot, data, sha=sha256(b"another image")) == len(data)
+    assert boot.last_match is False  # as Zephyr, reported; the image itself is sound
+    assert boot.secondary is not None
+    boot.erase()
+    assert upload(boot, data, sha=sha256(data)[:16]) == len(data)
+    assert boot.last_match is False  # a trimmed sha identifies a session, never matches
+    assert boot.upload(0, data[:CHUNK], len(data)) == CHUNK
+    assert boot.last_match is None  # only the call completing an upload reports it
+
+
+def test_a_corrupted_chunk_fails_the_check_and_the_match(images: dict[str, bytes]) -> None:
+    boot = fresh(images)
+    data = bytearray(images["new"])
+    sha = sha256(bytes(data))
+    data[3 * CHUNK + 10] ^= 0xFF  # one byte flipped on the way, in the firmware
+    with pytest.raises(DfuError) as caught:
+        upload(boot, bytes(data), sha=sha)
+    assert caught.value.code is IMG_MGMT_ERR.INVALID_HASH
+    assert boot.last_match is False
+    assert boot.secondary is None
+    assert boot.upload_offset == 0  # the session is over: off 0 with the sha starts anew
+    assert boot.upload(0, images["new"][:CHUNK], len(data), sha) == CHUNK
+
+
+def test_a_reset_forgets_the_upload_in_progress(images: dict[str, bytes]) -> None:
+    boot = fresh(images)
+    data, sha = images["new"], sha256(images["new"])
+    boot.upload(0, data[:CHUNK], len(data), sha)
+    boot.upload(CHUNK, data[CHUNK : 2 * CHUNK])
+    assert boot.reset() == "none"
+    assert boot.upload_offset == 0
+    assert boot.upload(2 * CHUNK, data[2 * CHUNK : 3 * CHUNK]) == 0  # start from the beginning
+    assert boot.upload(0, data[:CHUNK], len(data), sha) == CHUNK  # a new session, not resumed
+
+
+def test_a_sha_longer_than_sha256_is_refused(images: dict[str, bytes]) -> None:
+    boot = fresh(images)
+    data = images["new"]
+    with pytest.raises(DfuError) as caught:
+        boot.upload(0, data[:CHUNK], len(data), b"\x01" * 33)
+    assert caught.value.code is IMG_MGMT_ERR.INVALID_HASH
+    assert boot.upload_offset == 0
+
+
+def test_the_crash_marker_in_the_firmware_makes_an_image_crash(
+    tmp_path_factory: pytest.TempPathFactory, images: dict[str, bytes]
+) -> None:
+    directory = tmp_path_factory.mktemp("crash")
+    firmware = os.urandom(1000) + CRASH_MARKER + os.urandom(1000)
+    crashing = read_image(build_image(directory, "2.0.0", firmware=firmware).read_bytes())
+    assert crashing.crashes
+    assert crashing.firmware == firmware
+    assert not read_image(images["new"]).crashes
+    boot = fresh(images)
+    assert not boot.primary.crashes
