@@ -256,6 +256,7 @@ def doctor(
 
 def _register_subcommands() -> None:
     from gateway.assistant.commands import register as register_assistant
+    from gateway.firmware.commands import register as register_firmware
     from gateway.forward.commands import register as register_forwarding
     from gateway.hospital.commands import register as register_hospital
     from gateway.patients.commands import register as register_patient
@@ -272,6 +273,7 @@ def _register_subcommands() -> None:
     register_users(app)
     register_review(app)
     register_assistant(app)
+    register_firmware(app)
 
 
 _register_subcommands()

@@ -176,6 +176,11 @@ class DeviceSession:
             return self._client
         return None
 
+    @property
+    def link_lost(self) -> asyncio.Event:
+        """Set when the current link drops (a new one for every connection)."""
+        return self._disconnected
+
     def has_characteristic(self, uuid: str) -> bool:
         """True when the connected device exposes the characteristic."""
         client = self.client

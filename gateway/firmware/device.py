@@ -10,6 +10,7 @@ and OS management: MCUmgr SMP groups 1 and 0 (Zephyr, "SMP Protocol Specificatio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,9 +150,16 @@ class FirmwareLink:
         slots = await device.slots()
     """
 
-    def __init__(self, client: BleakClient, address: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: BleakClient,
+        address: str,
+        timeout_s: float,
+        link_lost: asyncio.Event | None = None,
+    ) -> None:
+        """``link_lost``: the session's event set when this link drops."""
         self.address = address
-        self.transport = SessionTransport(client)
+        self.transport = SessionTransport(client, link_lost)
         self._smp = SMPClient(self.transport, address, timeout_s)
         self._timeout_s = timeout_s
 

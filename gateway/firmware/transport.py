@@ -25,13 +25,18 @@ ATT_HEADER: Final = 3
 
 
 class SessionTransport(SMPTransport):
-    """SMP on ``client`` (connected and owned by the caller: ``disconnect()`` only unsubscribes)."""
+    """SMP on ``client`` (connected and owned by the caller: ``disconnect()`` only unsubscribes).
 
-    def __init__(self, client: BleakClient) -> None:
+    ``link_lost``: set when the link drops (the session's own event), so that a request waiting
+    for its response fails at once instead of at its timeout."""
+
+    def __init__(self, client: BleakClient, link_lost: asyncio.Event | None = None) -> None:
         self._client = client
+        self._link_lost = link_lost
         self._buffer = bytearray()
         self._arrived = asyncio.Condition()
         self._subscribed = False
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def supported(self) -> bool:
@@ -46,8 +51,18 @@ class SessionTransport(SMPTransport):
         async with asyncio.timeout(timeout_s):
             await self._client.start_notify(SMP_CHARACTERISTIC, self._on_notify)
         self._subscribed = True
+        if self._link_lost is not None and self._watch is None:
+            self._watch = asyncio.create_task(self._wake_on_loss(self._link_lost))
+
+    async def _wake_on_loss(self, link_lost: asyncio.Event) -> None:
+        await link_lost.wait()
+        async with self._arrived:
+            self._arrived.notify_all()
 
     async def disconnect(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._subscribed and self._client.is_connected:
             with contextlib.suppress(BleakError):
                 await self._client.stop_notify(SMP_CHARACTERISTIC)
@@ -77,7 +92,9 @@ class SessionTransport(SMPTransport):
                         frame = bytes(self._buffer[:end])
                         del self._buffer[:end]
                         return frame
-                if not self._client.is_connected:
+                if not self._client.is_connected or (
+                    self._link_lost is not None and self._link_lost.is_set()
+                ):
                     raise SMPTransportDisconnected("the sensor disconnected mid-response")
                 await self._arrived.wait()
 

@@ -194,7 +194,8 @@ class SensorLinks:
         client = self.session.client
         if client is None:
             raise LinkLostError(f"the link to {self.name} dropped")
-        async with FirmwareLink(client, self.name, self.settings.request_timeout_s) as device:
+        timeout_s, lost = self.settings.request_timeout_s, self.session.link_lost
+        async with FirmwareLink(client, self.name, timeout_s, lost) as device:
             yield device
 
     async def slots(self) -> tuple[Slot, ...]:

@@ -51,9 +51,12 @@ def write_api_url(data_dir: Path, host: str, port: int | None, *, tls: bool = Fa
 class LocalApi:
     """Requests to the gateway serving from ``data_dir``."""
 
-    def __init__(self, http: HttpSettings, data_dir: Path, url: str | None = None) -> None:
+    def __init__(
+        self, http: HttpSettings, data_dir: Path, url: str | None = None, token: str | None = None
+    ) -> None:
+        """``url``, ``token``: given by the user (else as the gateway recorded them)."""
         self.url = (url or self._url(http, data_dir)).rstrip("/")
-        self._token = self._read_token(http, data_dir)
+        self._token = token or self._read_token(http, data_dir)
         self._context: ssl.SSLContext | None = None
         if self.url.startswith("https:"):
             # the gateway's own self-signed certificate, where it made one; else the system's CAs
@@ -87,7 +90,14 @@ class LocalApi:
             "give the data directory it runs with (--data-dir)"
         )
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        raw: bytes | None = None,
+    ) -> Any:
         """The JSON answer of ``method path``; LocalApiError with the gateway's own message for
         an error answer, or with what to check when nothing answers."""
         return request_json(
@@ -96,6 +106,7 @@ class LocalApi:
             path,
             self._token,
             body,
+            raw=raw,
             context=self._context,
             unreachable=(
                 f"no gateway answers at {self.url}; is it running (bedside run, or bedside demo)"
@@ -111,17 +122,20 @@ def request_json(
     token: str,
     body: Any = None,
     *,
+    raw: bytes | None = None,
     context: ssl.SSLContext | None = None,
     unreachable: str | None = None,
 ) -> Any:
-    """``method url+path`` with a bearer token and a JSON body; the JSON answer, or
-    :class:`LocalApiError` with the server's own message (``status`` set) or ``unreachable``."""
-    data = None if body is None else json.dumps(body).encode()
+    """``method url+path`` with a bearer token and a JSON body (or ``raw`` bytes, sent as
+    ``application/octet-stream``); the JSON answer, or :class:`LocalApiError` with the server's
+    own message (``status`` set) or ``unreachable``."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    kind = "application/octet-stream" if raw is not None else "application/json"
     request = urllib.request.Request(  # noqa: S310 - the gateway's URL, given by its user
         url + path,
         data=data,
         method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": kind},
     )
     try:
         with urllib.request.urlopen(  # noqa: S310 - the gateway's URL, given by its user
