@@ -10,8 +10,8 @@ The update path can be made to fail (:attr:`Management.faults`, from the scenari
 ``[faults]`` ``smp_*`` settings or set by a test): the link drops mid-upload, or a chunk arrives
 corrupted (:class:`~.faults.SmpFaults`). An image whose firmware carries
 :data:`~.mcuboot.CRASH_MARKER` boots and answers SMP, but "crashes" its application: while it
-runs, every measurement packet the sensor sends is malformed (:attr:`Management.crashing`), until
-MCUboot reverts it at the next reset without confirmation.
+runs, every measurement packet the sensor sends is malformed and no waveform streams
+(:attr:`Management.crashing`), until MCUboot reverts it at the next reset without confirmation.
 The statistics the SMP server reports (OS task statistics, the ``smp`` and ``ble`` statistics
 groups) count from the sensor's last boot.
 """
@@ -87,7 +87,7 @@ class Management:
     @property
     def crashing(self) -> bool:
         """Whether the running image "crashes" (its firmware carries the crash marker): the
-        sensor then sends every measurement packet malformed (truncated)."""
+        sensor then sends every measurement packet malformed (truncated) and no GHS waveform."""
         return self.bootloader.primary.crashes
 
     def corruption(self, planned: Corruption) -> Corruption:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from firmware_sim.faults import SmpFaults
+from firmware_sim.mcuboot import CRASH_MARKER
 from gateway.firmware.device import FirmwareError
 from gateway.firmware.image import ImageError
 from gateway.firmware.service import FirmwareBusyError, NotReadyError, UnknownSensorError
@@ -145,3 +147,61 @@ async def test_commands_on_sensors_that_cannot_take_them(tmp_path: Path) -> None
         await streaming(run, "ecg")
         with pytest.raises(FirmwareError, match="has no previous image to go back to"):
             await firmware.revert(ecg.address)
+
+
+async def test_an_upload_resumes_after_the_link_drops(
+    tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
+        await streaming(run, "ecg")
+        firmware = run.gateway.firmware
+        assert firmware is not None
+        ecg = run.sim.sensors["ecg"]
+        ecg.management.faults = SmpFaults(drop_at_bytes=2000)
+        job = await finished(firmware.start_update(ecg.address, images["1.6.0"]))
+        assert job.outcome is Outcome.CONFIRMED, job.message
+        assert ecg.management.faults.dropped
+        assert job.resumes == 1
+        dropped = [s["text"] for s in job.steps if s["text"].startswith("the link dropped at")]
+        assert len(dropped) == 1
+        assert ecg.management.version == "1.6.0"
+
+
+async def test_a_corrupted_upload_is_refused_by_the_sensor_and_the_old_image_runs_on(
+    tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
+        await streaming(run, "ecg")
+        firmware = run.gateway.firmware
+        assert firmware is not None
+        ecg = run.sim.sensors["ecg"]
+        ecg.management.faults = SmpFaults(corrupt_chunk=2)
+        job = await finished(firmware.start_update(ecg.address, images["1.6.0"]))
+        assert job.outcome is Outcome.REFUSED
+        assert job.message.startswith("the sensor refused to take the image: the image's SHA-256")
+        assert job.message.endswith("1.4.2 still runs")
+        assert ecg.management.version == "1.4.2"
+        assert ecg.management.bootloader.secondary is None
+        assert ecg.management.resets == 0
+
+
+async def test_an_image_that_crashes_is_reverted_and_reported(tmp_path: Path) -> None:
+    crashing = build_image(
+        tmp_path, "1.7.0", firmware=b"\x00" * 1024 + CRASH_MARKER + b"\x00" * 1024
+    ).read_bytes()
+    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
+        await streaming(run, "ecg")
+        firmware = run.gateway.firmware
+        assert firmware is not None
+        ecg = run.sim.sensors["ecg"]
+        job = await finished(firmware.start_update(ecg.address, crashing))
+        assert job.outcome is Outcome.REVERTED, job.message
+        assert job.message.startswith(
+            "1.7.0 failed its check: the sensor sent no valid measurement"
+        )
+        assert job.message.endswith("MCUboot went back to 1.4.2, which runs again")
+        assert ecg.management.version == "1.4.2"
+        assert ecg.management.bootloader.confirmed
+        assert ecg.management.resets == 2  # into the new image, and back
+        valid = run.status("ecg").observations
+        await wait_until(lambda: run.status("ecg").observations > valid, 30, "valid data again")

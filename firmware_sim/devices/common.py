@@ -95,6 +95,8 @@ class GhsLive:
         sensor = self._sensor
         if not self.live or not sensor.subscribed_any(self.observations):
             return
+        if sensor.management.crashing:  # a firmware that "crashes" streams no waveform at all
+            return
         waveform = self.waveform
         value = ghs.SampleArray(
             unit=waveform.unit,
