@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,13 @@ from rich.table import Table
 from gateway.app import Gateway
 from gateway.ble.bumble import BumbleAdapter
 from gateway.ble.settings import BONDS_FILE
+from gateway.firmware.repository import MANIFEST
 from gateway.users import UserDirectory
 from gateway.users.demo import DEMO_USERS_FILE, ensure_demo_users
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from gateway.ble.session import SessionStatus
     from gateway.config import Settings
 
@@ -35,6 +39,8 @@ DEMO_KINDS = ("ecg", "spo2", "bp", "thermo", "glucose")
 SIMULATOR_BONDS_DIR = "simulator-bonds"
 REFRESH_S = 0.5
 DEMO_PATIENT = "Patient/demo"
+DEMO_FIRMWARE_DIR = "demo-firmware"  # DATA_DIR: the demo's firmware repository
+DEMO_UPDATE = "1.5.0"  # the update it offers (the simulated sensors run 1.4.2)
 VITALS = (
     ("147842", "Heart rate (ECG)"),
     ("149530", "Pulse rate (oximeter)"),
@@ -44,6 +50,28 @@ VITALS = (
     ("147240", "RR interval"),
     ("2339-0", "Glucose (capillary blood)"),
 )
+
+
+def demo_firmware(directory: Path) -> Path:
+    """A firmware repository with an update (:data:`DEMO_UPDATE`) for every simulated model,
+    made like the sensors' factory images, so that the demo's technician page offers updates."""
+    from firmware_sim.devices import KINDS
+    from firmware_sim.management import factory_image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for kind in DEMO_KINDS:
+        model = KINDS[kind].MODEL
+        name = f"{kind}-{DEMO_UPDATE}.bin"
+        image = factory_image(model, DEMO_UPDATE)
+        (directory / name).write_bytes(image)
+        digest = hashlib.sha256(image).hexdigest()
+        entries.append(
+            f'[[image]]\nmodel = "{model}"\nversion = "{DEMO_UPDATE}"\nfile = "{name}"\n'
+            f'sha256 = "{digest}"\n'
+        )
+    (directory / MANIFEST).write_text("\n".join(entries), encoding="utf-8")
+    return directory
 
 
 def _clock_text(status: SessionStatus) -> str:
@@ -104,6 +132,10 @@ async def run_demo(
 
     if settings.patient is None:
         settings = settings.model_copy(update={"patient": PatientSettings(reference=DEMO_PATIENT)})
+    if settings.firmware.repository is None:
+        repository = demo_firmware(settings.data_dir / DEMO_FIRMWARE_DIR)
+        firmware = settings.firmware.model_copy(update={"repository": repository})
+        settings = settings.model_copy(update={"firmware": firmware})
     directory = UserDirectory(settings.data_dir)
     try:
         ensure_demo_users(directory, settings.data_dir)

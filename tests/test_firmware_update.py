@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from firmware_sim.faults import SmpFaults
@@ -205,3 +207,68 @@ async def test_an_image_that_crashes_is_reverted_and_reported(tmp_path: Path) ->
         assert ecg.management.resets == 2  # into the new image, and back
         valid = run.status("ecg").observations
         await wait_until(lambda: run.status("ecg").observations > valid, 30, "valid data again")
+
+
+async def test_the_api_answers_each_refusal_in_one_sentence(
+    tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    token = "firmware-api-test-token-0123456789"
+    http = {"enabled": True, "port": 0, "token": token}
+    settings = CHECK | {"max_image_bytes": 8192}
+    async with (
+        running_gateway(
+            tmp_path, ("ecg",), overrides=FAST, firmware=settings, http=http,
+            assistant={"enabled": False},
+        ) as run,
+        aiohttp.ClientSession(
+            f"http://127.0.0.1:{run.gateway.http_port}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as api,
+    ):  # fmt: skip
+        await streaming(run, "ecg")
+        ecg = run.sim.sensors["ecg"].address
+
+        async def refusal(method: str, path: str, **kwargs: Any) -> tuple[int, str, str]:
+            async with api.request(method, path, **kwargs) as answer:
+                error = (await answer.json())["error"]
+                return answer.status, error["code"], error["message"]
+
+        upload = f"/api/firmware/{ecg}/upload"
+        assert await refusal("POST", upload, data=b"\x00" * 9000) == (
+            413, "image_too_large",
+            "the image is 9000 bytes, more than firmware.max_image_bytes (8192)",
+        )  # fmt: skip
+        assert (await refusal("POST", upload, data=b""))[:2] == (400, "no_image")
+        assert (await refusal("POST", upload, data=b"\x01" * 64))[:2] == (400, "invalid_image")
+        assert (await refusal("POST", f"{upload}?force=maybe", data=b"x"))[:2] == (
+            400, "invalid_flag",
+        )  # fmt: skip
+        assert (await refusal("POST", "/api/firmware/AA:BB:CC:DD:EE:FF/upload", data=b"x"))[:2] == (
+            404,
+            "no_sensor",
+        )
+        assert (await refusal("GET", f"/api/firmware/{ecg}/job"))[:2] == (404, "no_job")
+        assert await refusal("POST", f"/api/firmware/{ecg}/update", json={}) == (
+            409, "no_update",
+            "no firmware repository to update from: no firmware.repository is configured",
+        )  # fmt: skip
+
+        async with api.post(upload, data=images["1.6.0"]) as answer:
+            assert answer.status == 202, await answer.text()
+            job = (await answer.json())["job"]
+        assert (job["version"], job["from_version"], job["outcome"]) == ("1.6.0", None, None)
+        assert (await refusal("POST", upload, data=images["1.6.0"]))[:2] == (409, "busy")
+        while job["outcome"] is None:  # follow it as the CLI does: each answer is a change
+            async with api.get(f"/api/firmware/{ecg}/job?after={job['revision']}") as answer:
+                later = (await answer.json())["job"]
+            assert later["revision"] > job["revision"] or later["outcome"] is not None
+            job = later
+        assert job["outcome"] == "confirmed", job["message"]
+        assert job["percent"] == 100.0
+        async with api.get("/api/firmware") as answer:
+            listed = await answer.json()
+        assert listed["repository"] is None
+        (row,) = listed["sensors"]
+        assert (row["address"], row["version"], row["images"][0]["version"]) == (
+            ecg, "1.6.0", "1.6.0",
+        )  # fmt: skip

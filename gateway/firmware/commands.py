@@ -67,7 +67,7 @@ class _Api:
         try:
             return self._api.call(method, path, body, raw=raw)
         except LocalApiError as exc:
-            if exc.status is None or exc.status in (400, 401, 403):
+            if exc.status is None:  # nothing answered
                 fail(str(exc))
             _refused(str(exc))
 

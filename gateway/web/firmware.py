@@ -133,7 +133,7 @@ async def upload(request: web.Request) -> web.Response:
         raise ApiError(400, "no image: send the MCUboot image file as the body", code="no_image")
     try:
         job = service.start_update(address, data, force=force, confirm=confirm, **_who(request))
-    except FirmwareError as exc:
+    except (FirmwareError, ImageError) as exc:
         raise _api_error(exc) from exc
     return _json({"job": job.as_json()}, status=202)
 
@@ -146,7 +146,7 @@ async def update_from_repository(request: web.Request) -> web.Response:
         job = service.start_repository_update(
             address, force=body.force, confirm=body.confirm, **_who(request)
         )
-    except FirmwareError as exc:
+    except (FirmwareError, ImageError) as exc:
         raise _api_error(exc) from exc
     return _json({"job": job.as_json()}, status=202)
 
@@ -177,7 +177,7 @@ async def confirm(request: web.Request) -> web.Response:
     address = _address(request)
     try:
         slots = await request.app[SERVICE].confirm(address, **_who(request))
-    except FirmwareError as exc:
+    except (FirmwareError, ImageError) as exc:
         raise _api_error(exc) from exc
     return _json({"address": address, "images": [slot.as_json() for slot in slots]})
 
@@ -186,7 +186,7 @@ async def revert(request: web.Request) -> web.Response:
     address = _address(request)
     try:
         slots = await request.app[SERVICE].revert(address, **_who(request))
-    except FirmwareError as exc:
+    except (FirmwareError, ImageError) as exc:
         raise _api_error(exc) from exc
     return _json({"address": address, "images": [slot.as_json() for slot in slots]})
 
