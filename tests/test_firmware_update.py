@@ -256,7 +256,7 @@ async def test_the_api_answers_each_refusal_in_one_sentence(
         async with api.post(upload, data=images["1.6.0"]) as answer:
             assert answer.status == 202, await answer.text()
             job = (await answer.json())["job"]
-        assert (job["version"], job["from_version"], job["outcome"]) == ("1.6.0", None, None)
+        assert (job["version"], job["from_version"], job["outcome"]) == ("1.6.0", "1.4.2", None)
         assert (await refusal("POST", upload, data=images["1.6.0"]))[:2] == (409, "busy")
         while job["outcome"] is None:  # follow it as the CLI does: each answer is a change
             async with api.get(f"/api/firmware/{ecg}/job?after={job['revision']}") as answer:
@@ -272,3 +272,39 @@ async def test_the_api_answers_each_refusal_in_one_sentence(
         assert (row["address"], row["version"], row["images"][0]["version"]) == (
             ecg, "1.6.0", "1.6.0",
         )  # fmt: skip
+        async with api.get("/api/audit?limit=100") as answer:
+            entries = (await answer.json())["entries"]
+        audited = [
+            (e["user"], e["outcome"], e["detail"])
+            for e in entries
+            if e.get("what") == "Device" and e.get("what_id") == ecg
+        ]
+        assert audited == [
+            ("service", "success", "firmware 1.4.2 -> 1.6.0: update started"),
+            ("service", "success", f"firmware 1.4.2 -> 1.6.0: {job['message']}"),
+        ]
+
+
+async def test_no_blood_pressure_reading_is_lost_across_an_update(
+    tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    cuff = FAST | {"bp.interval_s": 1.5, "bp.cycle_s": 0.5}
+    check = CHECK | {"check_s": 5.0}  # long enough for a cuff cycle on the new image
+    async with running_gateway(tmp_path, ("bp",), overrides=cuff, firmware=check) as run:
+        await streaming(run, "bp")
+        firmware = run.gateway.firmware
+        assert firmware is not None
+        bp = run.sim.sensors["bp"]
+        job = await finished(firmware.start_update(bp.address, images["1.6.0"]))
+        assert job.outcome is Outcome.CONFIRMED, job.message
+        store = run.gateway.store
+        assert store is not None
+        taken = len(bp.records)  # every reading the cuff took, before, during and after
+        # the ones taken while it restarted come as stored records once it is back
+        await wait_until(lambda: len(bp.records) > taken, 30, "a reading after the update")
+        taken = len(bp.records)
+        async with asyncio.timeout(30):
+            while (await store.observation_counts()).get("85354-9", 0) < taken:  # noqa: ASYNC110 - the store has no event for it
+                await asyncio.sleep(0.1)
+        stored = (await store.observation_counts())["85354-9"]
+        assert taken <= stored <= len(bp.records)  # none lost, none twice

@@ -240,6 +240,7 @@ class FirmwareService:
             image_hash=image.hash_hex,
             size=len(data),
             by=by,
+            from_version=_running_version(session, self._slots.get(address)),
         )
         self._jobs[address] = job
         links = SensorLinks(session, self.settings)

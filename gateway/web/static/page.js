@@ -13,12 +13,16 @@ const VITAL_LABELS = {
   "15074-8": "Glucose",
 };
 const PROBLEM_STATES = new Set(["lost", "not accepted", "pairing", "connecting", "discovered"]);
+// How a firmware update ended → the check level it is shown as (reverted, failed: a problem).
+const OUTCOME_LEVELS = { confirmed: "ok", testing: "warn", refused: "warn", reverted: "fail", failed: "fail" };
 const MM_PER_S = 25; // paper speed
 const MM_PER_MV = 10; // gain
 const CSS_PX_PER_MM = 96 / 25.4;
 
 const state = {
   sensors: [],
+  updating: new Set(), // addresses whose update request is on its way
+  started: new Map(), // address -> the update job this page started, until the rows show it
   vitals: new Map(), // address -> Map(label -> {text, at})
   ecg: null, // set below: newStrip() needs the function
   pleth: null,
@@ -90,10 +94,105 @@ function sensorActions(sensor) {
   return wrap;
 }
 
+// -- firmware: the version, an update from the repository, its progress and outcome ------------
+
+function span(className, text) {
+  const s = document.createElement("span");
+  s.className = className;
+  s.textContent = text;
+  return s;
+}
+
+function firmwareJob(sensor) {
+  // The sensor's last update; one this page just started shows at once, before the rows do.
+  const job = sensor.firmware?.job ?? null;
+  const started = state.started.get(sensor.address);
+  if (!started) return job;
+  if (!sensor.firmware || (job && job.started_at >= started.started_at)) {
+    state.started.delete(sensor.address);
+    return job;
+  }
+  return started;
+}
+
+function updateFirmware(sensor) {
+  const address = sensor.address;
+  const from = sensor.firmware.version ?? "an unknown version";
+  const to = sensor.firmware.update.version;
+  const question = `Update the firmware of ${sensor.name} (${address}) from ${from} to ${to}? ` +
+    "The sensor restarts once and misses a few seconds of data; if the new firmware fails its " +
+    `check, the sensor goes back to ${from}.`;
+  if (!confirm(question)) return;
+  state.updating.add(address);
+  renderSensors();
+  say(`Updating ${sensor.name} to ${to}…`);
+  api("POST", `/api/firmware/${address}/update`, { force: false, confirm: true })
+    .then(
+      (answer) => {
+        state.started.set(address, answer.job);
+        say(`${sensor.name}: firmware update to ${answer.job.version} started.`);
+      },
+      (failure) => say(`Update of ${sensor.name} to ${to}: ${failure.message}`),
+    )
+    .finally(() => {
+      state.updating.delete(address);
+      renderSensors();
+    });
+}
+
+function jobProgress(sensor, job) {
+  const wrap = document.createElement("div");
+  wrap.className = "fw-job";
+  wrap.title = job.steps.length ? job.steps[job.steps.length - 1].text : job.phase;
+  const bar = document.createElement("progress");
+  bar.max = 100;
+  bar.value = job.percent;
+  bar.textContent = `${job.percent} %`;
+  bar.setAttribute("aria-label", `Firmware update of ${sensor.name} to ${job.version}`);
+  let text = job.phase === "uploading" ? `uploading ${Math.floor(job.percent)} %` : job.phase;
+  if (job.resumes) text += `, resumed ${job.resumes}×`;
+  wrap.append(bar, span("fw-phase", `${text} (→ ${job.version})`));
+  return wrap;
+}
+
+function jobOutcome(job) {
+  const outcome = span(`fw-outcome level-${OUTCOME_LEVELS[job.outcome] || "warn"}`, `${job.outcome}: ${job.message}`);
+  outcome.dataset.outcome = job.outcome;
+  outcome.title = `${job.from_version ?? "?"} → ${job.version}${job.by ? `, by ${job.by}` : ""}, ${job.finished_at}`;
+  return outcome;
+}
+
+function firmwareCell(row, sensor) {
+  const fw = sensor.firmware;
+  const device = sensor.device;
+  const td = cell(row, "", "wrap firmware");
+  td.title = [device?.manufacturer, fw?.model ?? device?.model, device?.serial, device?.firmware].filter(Boolean).join(" · ");
+  td.appendChild(span("fw-version", fw?.version ?? device?.firmware ?? "—"));
+  const job = firmwareJob(sensor);
+  const running = job !== null && job.outcome === null;
+  if (fw?.update && !running) {
+    const update = span("fw-update", `→ ${fw.update.version}`);
+    update.title = fw.updatable
+      ? `${fw.update.file} in the firmware repository`
+      : `${fw.update.file} in the firmware repository; ${sensor.name} has no MCUmgr SMP service: it cannot be updated over Bluetooth`;
+    td.append(" ", update);
+    if (fw.updatable && sensor.state === "streaming") {
+      const b = button("Update", `Install firmware ${fw.update.version} (${fw.update.file}) on ${sensor.name}`, () => updateFirmware(sensor));
+      b.setAttribute("aria-label", `Update the firmware of ${sensor.name} to ${fw.update.version}`);
+      b.disabled = state.updating.has(sensor.address);
+      td.append(" ", b);
+    }
+  }
+  if (running) td.appendChild(jobProgress(sensor, job));
+  else if (job) td.appendChild(jobOutcome(job));
+}
+
 function sortedSensors() {
   const filter = $("filter").value;
   const sort = $("sort").value;
-  let rows = state.sensors.filter((s) => filter === "all" || PROBLEM_STATES.has(s.state));
+  const shown = (s) =>
+    filter === "problems" ? PROBLEM_STATES.has(s.state) : filter === "updates" ? Boolean(s.firmware?.update) : true;
+  let rows = state.sensors.filter(shown);
   const problem = (s) => (PROBLEM_STATES.has(s.state) ? 0 : 1);
   const battery = (s) => (s.battery === null ? 101 : s.battery);
   const byKind = (a, b) => (a.kind || "").localeCompare(b.kind || "") || a.address.localeCompare(b.address);
@@ -107,6 +206,10 @@ function renderSensors() {
   const body = $("sensors").querySelector("tbody");
   const focused = document.activeElement;
   if (focused && body.contains(focused) && focused.tagName === "INPUT") return; // typing a passkey
+  // A focused button keeps the focus across the new rows (found again by its row and label).
+  const refocus = focused && body.contains(focused) && focused.tagName === "BUTTON"
+    ? { address: focused.closest("tr").dataset.address, label: focused.getAttribute("aria-label") || focused.textContent }
+    : null;
   body.replaceChildren();
   for (const s of sortedSensors()) {
     const row = document.createElement("tr");
@@ -123,13 +226,20 @@ function renderSensors() {
     cell(row, s.battery === null ? "—" : `${s.battery} %`, s.battery !== null && s.battery < 20 ? "low" : "");
     cell(row, s.bonded ? "yes" : "no");
     cell(row, s.accepted || "no");
-    cell(row, s.device?.firmware || "—", "wrap").title = [s.device?.manufacturer, s.device?.model, s.device?.serial].filter(Boolean).join(" · ");
+    firmwareCell(row, s);
     const c = s.counters;
     cell(row, c ? `${c.notifications} notif · ${c.observations} values · ${c.decode_errors} bad · ${c.reconnects} reconn.${c.undated ? ` · ${c.undated} undated` : ""}` : "—", "wrap");
     const actions = document.createElement("td");
     actions.appendChild(sensorActions(s));
     row.appendChild(actions);
     body.appendChild(row);
+  }
+  if (refocus) {
+    const again = [...body.querySelectorAll("tr")]
+      .filter((r) => r.dataset.address === refocus.address)
+      .flatMap((r) => [...r.querySelectorAll("button")])
+      .find((b) => (b.getAttribute("aria-label") || b.textContent) === refocus.label);
+    if (again && !again.disabled) again.focus({ preventScroll: true });
   }
 }
 
