@@ -341,6 +341,24 @@ async def check_endpoint(name: str, url: str, ca_file: Path | None = None) -> Ch
     return Check(name, Level.OK, text)
 
 
+def check_firmware(repository: Path | None) -> Check | None:
+    """The firmware repository loads (every image checked); None when none is configured."""
+    if repository is None:
+        return None
+    from gateway.firmware.repository import Repository, RepositoryError
+
+    try:
+        loaded = Repository.load(repository)
+    except RepositoryError as exc:
+        return Check("firmware", Level.FAIL, str(exc), "fix the manifest or the image it names")
+    models = sorted({image.model for image in loaded.images})
+    return Check(
+        "firmware",
+        Level.OK,
+        f"{repository}: {len(loaded.images)} image(s) for {', '.join(models) or 'no model'}",
+    )
+
+
 def _run(argv: list[str]) -> str | None:
     """A command's output, or None when it is not here or fails."""
     if shutil.which(argv[0]) is None:
@@ -378,6 +396,9 @@ async def run_checks(settings: Settings, *, radio: Check | None = None) -> list[
             )
         )
     checks.append(check_tls(settings))
+    firmware = await asyncio.to_thread(check_firmware, settings.firmware.repository)
+    if firmware is not None:
+        checks.append(firmware)
     checks.append(check_timezone(settings.timezone))
     checks.append(await asyncio.to_thread(check_watchdog))
     return checks

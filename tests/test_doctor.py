@@ -20,6 +20,7 @@ from gateway.doctor import (
     check_clock,
     check_data_dir,
     check_endpoint,
+    check_firmware,
     check_key,
     check_radio,
     check_timezone,
@@ -156,3 +157,20 @@ def test_the_command_prints_one_line_per_check_and_fails_on_a_failure(tmp_path: 
     assert {"model", "time zone", "watchdog"} <= set(names)
     assert checks[0]["level"] == "fail"
     assert all(c["level"] in ("ok", "warn", "fail") for c in checks)
+
+
+def test_the_firmware_repository_check(tmp_path: Path) -> None:
+    from gateway.demo import demo_firmware
+
+    assert check_firmware(None) is None
+    good = check_firmware(demo_firmware(tmp_path / "firmware"))
+    assert good is not None
+    assert good.level is Level.OK
+    assert good.detail.endswith(
+        ": 5 image(s) for BS-BP300, BS-ECG100, BS-GL500, BS-OX200, BS-TH400"
+    )
+    (tmp_path / "firmware" / "ecg-1.5.0.bin").write_bytes(b"changed")
+    bad = check_firmware(tmp_path / "firmware")
+    assert bad is not None
+    assert bad.level is Level.FAIL
+    assert "ecg-1.5.0.bin has sha256" in bad.detail
