@@ -293,7 +293,9 @@ class Gateway:
     def _open_firmware(self, stack: AsyncExitStack, manager: SensorManager) -> None:
         """Sensor firmware updates (audited), stopped with the gateway."""
         audit = self.audit.record if self.audit is not None else None
-        self.firmware = FirmwareService(manager, self.settings.firmware, audit=audit)
+        self.firmware = FirmwareService(
+            manager, self.settings.firmware, audit=audit, on_finished=self.metrics.firmware_done
+        )
         stack.push_async_callback(self.firmware.close)
 
     def sensor_rows(self) -> list[dict[str, Any]]:

@@ -272,6 +272,10 @@ async def test_the_api_answers_each_refusal_in_one_sentence(
         assert (row["address"], row["version"], row["images"][0]["version"]) == (
             ecg, "1.6.0", "1.6.0",
         )  # fmt: skip
+        async with api.get("/metrics") as answer:
+            assert 'bedside_firmware_updates_total{kind="ecg",outcome="confirmed"} 1.0' in (
+                await answer.text()
+            )
         async with api.get("/api/audit?limit=100") as answer:
             entries = (await answer.json())["entries"]
         audited = [

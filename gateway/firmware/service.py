@@ -74,12 +74,15 @@ class FirmwareService:
         settings: FirmwareSettings,
         *,
         audit: Auditor | None = None,
+        on_finished: Callable[[str, UpdateJob], None] | None = None,
     ) -> None:
+        """``on_finished``: told (sensor kind, job) of every update that ended (metrics)."""
         self.manager = manager
         self.settings = settings
         self.repository: Repository | None = None
         self.repository_error: str | None = None
         self._audit = audit
+        self._on_finished = on_finished
         self._updater = Updater(settings)
         self._jobs: dict[str, UpdateJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -251,6 +254,8 @@ class FirmwareService:
                 await self._updater.run(job, links, data, image, force=force, confirm=confirm)
                 if job.slots:
                     self._slots[address] = job.slots
+                if self._on_finished is not None:
+                    self._on_finished(session.status.kind, job)
                 ok = job.outcome in (Outcome.CONFIRMED, Outcome.TESTING)
                 await self._record(job, role, job.message, success=ok)
 

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from gateway.assistant.stream import Finished
     from gateway.ble.manager import SensorManager
+    from gateway.firmware.update import UpdateJob
     from gateway.forward.service import Forwarding
     from gateway.store.models import OutboxStats
     from gateway.web.live import LiveHub
@@ -56,6 +57,12 @@ class GatewayMetrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.firmware_updates = Counter(
+            "bedside_firmware_updates",
+            "Sensor firmware updates finished, by sensor kind and outcome.",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
         self.assistant_requests = Counter(
             "bedside_assistant_requests",
             "Completions the assistant finished, by finish reason.",
@@ -84,6 +91,10 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_Running(self))
+
+    def firmware_done(self, kind: str, job: UpdateJob) -> None:
+        """Count a finished firmware update."""
+        self.firmware_updates.labels(kind, str(job.outcome)).inc()
 
     def observe_latency(self, kind: str, seconds: float) -> None:
         self.latency.labels(kind).observe(seconds)
