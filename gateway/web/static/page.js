@@ -151,7 +151,7 @@ function jobProgress(sensor, job) {
   bar.setAttribute("aria-label", `Firmware update of ${sensor.name} to ${job.version}`);
   let text = job.phase === "uploading" ? `uploading ${Math.floor(job.percent)} %` : job.phase;
   if (job.resumes) text += `, resumed ${job.resumes}×`;
-  wrap.append(bar, span("fw-phase", `${text} (→ ${job.version})`));
+  wrap.append(bar, span("fw-phase", `→ ${job.version}: ${text}`));
   return wrap;
 }
 
