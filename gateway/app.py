@@ -227,7 +227,7 @@ class Gateway:
                     last_record_time=store.last_record_time,
                     tz=settings.tz,
                 )
-                self._open_firmware(stack, manager)
+                self.firmware = self._open_firmware(manager)
                 self.live = LiveHub(self.sensor_rows)
                 self.metrics.manager, self.metrics.live = manager, self.live
                 ingest.on_observation = functools.partial(
@@ -236,9 +236,9 @@ class Gateway:
                 self.manager = manager
                 self.forwarding = Forwarding(store, uplinks, self.forward_settings.outbox)
                 self.metrics.forwarding = self.forwarding
-                models = None
-                if settings.http.enabled:
-                    models = await self._serve_http(stack)
+                models = await self._serve_http(stack) if settings.http.enabled else None
+                # stop firmware updates before the API waits for its requests to end
+                stack.push_async_callback(self.firmware.close)
                 _freeze_heap()
                 async with asyncio.TaskGroup() as tasks:
                     self.forwarding.start(tasks)
@@ -290,13 +290,12 @@ class Gateway:
             if isinstance(uplink, ListeningMqttUplink):
                 uplink.on_review = review_handler(self.reviews, self.audit)
 
-    def _open_firmware(self, stack: AsyncExitStack, manager: SensorManager) -> None:
-        """Sensor firmware updates (audited), stopped with the gateway."""
+    def _open_firmware(self, manager: SensorManager) -> FirmwareService:
+        """Sensor firmware updates (audited, counted)."""
         audit = self.audit.record if self.audit is not None else None
-        self.firmware = FirmwareService(
+        return FirmwareService(
             manager, self.settings.firmware, audit=audit, on_finished=self.metrics.firmware_done
         )
-        stack.push_async_callback(self.firmware.close)
 
     def sensor_rows(self) -> list[dict[str, Any]]:
         """The sensors as ``/api/sensors`` and the page show them, with their firmware."""

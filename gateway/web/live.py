@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from gateway.ble.measure import ObservationEvent
 
 QUEUE_SIZE: Final = 512
+CLOSE: Final = b""  # queued to end a client's stream (the gateway stops)
 SENSORS_EVERY_S: Final = 1.0
 HEARTBEAT_S: Final = 15.0
 
@@ -60,6 +61,11 @@ class LiveHub:
     @property
     def clients(self) -> int:
         return len(self._clients)
+
+    def close(self) -> None:
+        """End every client's stream (the server is shutting down: it need not wait for them)."""
+        for client in self._clients:
+            client.put(CLOSE)
 
     def publish(self, event: ObservationEvent) -> None:
         """Called for every new Observation (stored records from a sensor's memory are not live)."""
@@ -90,6 +96,8 @@ class LiveHub:
                     await response.write(self.sensors_frame())
                     next_sensors = time.monotonic() + SENSORS_EVERY_S
                     continue
+                if frame == CLOSE:
+                    break
                 await response.write(frame)
         except ConnectionResetError:  # the page was closed
             pass

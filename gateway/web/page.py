@@ -97,4 +97,9 @@ def setup_page(hub: LiveHub) -> Callable[[web.Application], None]:
         app.router.add_get("/static/{name}", static)
         app.router.add_get("/api/live", live)
 
+        async def end_streams(_app: web.Application) -> None:
+            hub.close()
+
+        app.on_shutdown.append(end_streams)
+
     return setup
