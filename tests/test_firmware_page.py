@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 
 from gateway.users import UserDirectory
 from gateway.users.demo import ensure_demo_users
+from tests import test_page_browser
 from tests.firmware_images import build_image
 from tests.harness import Running, running_gateway, wait_until
 from tests.sim_central import FAST
-from tests.test_page_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.test_page_browser import CHROMIUM, log_in
 
 KINDS = ["ecg", "spo2"]
 ECG_MODEL = "BS-ECG100"
@@ -27,6 +28,7 @@ TIMEOUT_MS = 30_000
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
 )
+browser = test_page_browser.browser  # the same Chromium fixture
 
 
 def add_image(repository: Path, version: str) -> None:
@@ -38,14 +40,6 @@ def add_image(repository: Path, version: str) -> None:
             f'[[image]]\nmodel = "{ECG_MODEL}"\nversion = "{version}"\n'
             f'file = "{image.name}"\nsha256 = "{digest}"\n\n'
         )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
 
 
 @pytest.fixture

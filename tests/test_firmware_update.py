@@ -6,6 +6,8 @@ forced; confirm and revert commands; jobs and the sensor rows the page shows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,15 @@ import pytest
 
 from firmware_sim.faults import SmpFaults
 from firmware_sim.mcuboot import CRASH_MARKER
+from firmware_sim.sensor import Sensor
 from gateway.firmware.device import FirmwareError
 from gateway.firmware.image import ImageError
-from gateway.firmware.service import FirmwareBusyError, NotReadyError, UnknownSensorError
+from gateway.firmware.service import (
+    FirmwareBusyError,
+    FirmwareService,
+    NotReadyError,
+    UnknownSensorError,
+)
 from gateway.firmware.update import Outcome, UpdateJob
 from tests.firmware_images import build_image
 from tests.harness import Running, running_gateway, wait_until
@@ -41,6 +49,25 @@ async def streaming(run: Running, *kinds: str) -> None:
         30,
         f"{', '.join(kinds)} streaming",
     )
+
+
+@contextlib.asynccontextmanager
+async def updating(
+    tmp_path: Path,
+    kind: str = "ecg",
+    *,
+    overrides: Mapping[str, object] = FAST,
+    firmware: Mapping[str, object] = CHECK,
+    **settings: Any,
+) -> AsyncIterator[tuple[Running, FirmwareService, Sensor]]:
+    """A gateway with the simulated sensor of ``kind`` streaming: the run, its firmware service,
+    the sensor."""
+    async with running_gateway(
+        tmp_path, (kind,), overrides=overrides, firmware=firmware, **settings
+    ) as run:
+        await streaming(run, kind)
+        assert run.gateway.firmware is not None
+        yield run, run.gateway.firmware, run.sim.sensors[kind]
 
 
 async def finished(job: UpdateJob) -> UpdateJob:
@@ -106,11 +133,7 @@ async def test_the_ecg_patch_is_updated_and_confirmed_while_spo2_streams(
 async def test_an_older_image_is_refused_unless_forced(
     tmp_path: Path, images: dict[str, bytes]
 ) -> None:
-    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
-        await streaming(run, "ecg")
-        firmware = run.gateway.firmware
-        assert firmware is not None
-        ecg = run.sim.sensors["ecg"]
+    async with updating(tmp_path) as (run, firmware, ecg):
         job = await finished(firmware.start_update(ecg.address, images["1.3.0"]))
         assert job.outcome is Outcome.REFUSED
         assert job.message == (
@@ -133,13 +156,9 @@ async def test_an_older_image_is_refused_unless_forced(
 
 
 async def test_commands_on_sensors_that_cannot_take_them(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
-        await streaming(run, "ecg")
-        firmware = run.gateway.firmware
-        assert firmware is not None
+    async with updating(tmp_path) as (run, firmware, ecg):
         with pytest.raises(UnknownSensorError, match="no sensor AA:BB:CC:DD:EE:FF on this"):
             firmware.start_update("aa:bb:cc:dd:ee:ff", b"")
-        ecg = run.sim.sensors["ecg"]
         with pytest.raises(ImageError, match="too short for an MCUboot image header"):
             firmware.start_update(ecg.address, b"\x00" * 8)
         await ecg.disconnect()
@@ -154,11 +173,7 @@ async def test_commands_on_sensors_that_cannot_take_them(tmp_path: Path) -> None
 async def test_an_upload_resumes_after_the_link_drops(
     tmp_path: Path, images: dict[str, bytes]
 ) -> None:
-    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
-        await streaming(run, "ecg")
-        firmware = run.gateway.firmware
-        assert firmware is not None
-        ecg = run.sim.sensors["ecg"]
+    async with updating(tmp_path) as (_run, firmware, ecg):
         ecg.management.faults = SmpFaults(drop_at_bytes=2000)
         job = await finished(firmware.start_update(ecg.address, images["1.6.0"]))
         assert job.outcome is Outcome.CONFIRMED, job.message
@@ -172,11 +187,7 @@ async def test_an_upload_resumes_after_the_link_drops(
 async def test_a_corrupted_upload_is_refused_by_the_sensor_and_the_old_image_runs_on(
     tmp_path: Path, images: dict[str, bytes]
 ) -> None:
-    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
-        await streaming(run, "ecg")
-        firmware = run.gateway.firmware
-        assert firmware is not None
-        ecg = run.sim.sensors["ecg"]
+    async with updating(tmp_path) as (_run, firmware, ecg):
         ecg.management.faults = SmpFaults(corrupt_chunk=2)
         job = await finished(firmware.start_update(ecg.address, images["1.6.0"]))
         assert job.outcome is Outcome.REFUSED
@@ -191,11 +202,7 @@ async def test_an_image_that_crashes_is_reverted_and_reported(tmp_path: Path) ->
     crashing = build_image(
         tmp_path, "1.7.0", firmware=b"\x00" * 1024 + CRASH_MARKER + b"\x00" * 1024
     ).read_bytes()
-    async with running_gateway(tmp_path, ("ecg",), overrides=FAST, firmware=CHECK) as run:
-        await streaming(run, "ecg")
-        firmware = run.gateway.firmware
-        assert firmware is not None
-        ecg = run.sim.sensors["ecg"]
+    async with updating(tmp_path) as (run, firmware, ecg):
         job = await finished(firmware.start_update(ecg.address, crashing))
         assert job.outcome is Outcome.REVERTED, job.message
         assert job.message.startswith(
@@ -294,11 +301,7 @@ async def test_no_blood_pressure_reading_is_lost_across_an_update(
 ) -> None:
     cuff = FAST | {"bp.interval_s": 1.5, "bp.cycle_s": 0.5}
     check = CHECK | {"check_s": 5.0}  # long enough for a cuff cycle on the new image
-    async with running_gateway(tmp_path, ("bp",), overrides=cuff, firmware=check) as run:
-        await streaming(run, "bp")
-        firmware = run.gateway.firmware
-        assert firmware is not None
-        bp = run.sim.sensors["bp"]
+    async with updating(tmp_path, "bp", overrides=cuff, firmware=check) as (run, firmware, bp):
         job = await finished(firmware.start_update(bp.address, images["1.6.0"]))
         assert job.outcome is Outcome.CONFIRMED, job.message
         store = run.gateway.store
