@@ -15,7 +15,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Final
 
+from gateway.fhir import jsonio
 from gateway.store.errors import SchemaVersionError
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -199,11 +201,51 @@ def _v4_review_audit(conn: sqlite3.Connection) -> None:
     _run(conn, _V4_REVIEW_AUDIT)
 
 
+BATCH: Final = 500
+_V5_COMPACT = (
+    """CREATE TABLE dictionaries (
+        id INTEGER PRIMARY KEY,
+        data BLOB NOT NULL,
+        created TEXT NOT NULL
+    ) STRICT""",
+    "ALTER TABLE observations ADD COLUMN samples BLOB",
+    "ALTER TABLE observations ADD COLUMN body BLOB",
+    "ALTER TABLE observations ADD COLUMN dictionary INTEGER REFERENCES dictionaries(id)",
+)
+
+
+def _v5_compact_samples(conn: sqlite3.Connection) -> None:
+    """Observations stored compactly (version 5; gateway/store/compact.py): waveform samples
+    apart as compressed binary (existing rows packed here, in batches), the JSON compressed with
+    a dictionary trained on the store's own Observations (new rows, once there is one)."""
+    from gateway.store.compact import pack  # numpy and zstandard only for this step
+
+    _run(conn, _V5_COMPACT)
+    after = 0
+    while True:
+        rows = conn.execute(
+            """SELECT row, resource FROM observations
+               WHERE row > ? AND resource LIKE '%"valueSampledData"%' ORDER BY row LIMIT ?""",
+            (after, BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        for row, text in rows:
+            rest, samples = pack(jsonio.loads(text))
+            if samples is not None:
+                conn.execute(
+                    "UPDATE observations SET resource = ?, samples = ? WHERE row = ?",
+                    (rest, samples, row),
+                )
+        after = rows[-1][0]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_devices_observations,
     _v2_outbox,
     _v3_patient_held,
     _v4_review_audit,
+    _v5_compact_samples,
 )
 """Append only: never edit or reorder a released migration."""
 

@@ -32,6 +32,7 @@ from typing import Any, Final, Protocol
 
 from gateway.fhir import jsonio
 from gateway.fhir.bundle import bundle_with_subject, with_subject
+from gateway.store import compact
 from gateway.store.errors import StoreClosedError
 from gateway.store.models import (
     DeviceRecord,
@@ -156,6 +157,7 @@ class Store:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+        self._codec = compact.ResourceCodec()
 
     # -- connection and transactions -------------------------------------------------------------
 
@@ -327,11 +329,12 @@ class Store:
         received = self._now()
         new: list[ObservationRecord] = []
         with self._write(durable=bool(self.uplinks)) as conn:
+            self._codec.prepare(conn, received)
             for record in observations:
                 cursor = conn.execute(
                     """INSERT INTO observations (identifier, code, device_address, effective,
-                           received, resource, patient)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)
+                           received, resource, body, dictionary, samples, patient)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (identifier) DO NOTHING""",
                     (
                         record.identifier,
@@ -339,7 +342,7 @@ class Store:
                         record.device_address,
                         None if record.effective is None else to_text(record.effective),
                         received,
-                        jsonio.dumps(dict(record.resource)),
+                        *self._codec.pack(record.resource),
                         patient,
                     ),
                 )
@@ -391,16 +394,16 @@ class Store:
                     self._enqueue(conn, TopicKind(row["kind"]), bundle, now)
                 for key in json.loads(row["keys"]):
                     stored = conn.execute(
-                        "SELECT resource FROM observations WHERE identifier = ? "
-                        "AND patient IS NULL",
+                        "SELECT * FROM observations WHERE identifier = ? AND patient IS NULL",
                         (key,),
                     ).fetchone()
                     if stored is None:
                         continue
-                    resource = with_subject(jsonio.loads(stored["resource"]), reference)
+                    resource = with_subject(self._codec.unpack(conn, stored), reference)
                     conn.execute(
-                        "UPDATE observations SET resource = ?, patient = ? WHERE identifier = ?",
-                        (jsonio.dumps(resource), reference, key),
+                        """UPDATE observations SET resource = ?, body = ?, dictionary = ?,
+                           samples = ?, patient = ? WHERE identifier = ?""",
+                        (*self._codec.pack(resource), reference, key),
                     )
                     readings += 1
                 conn.execute("DELETE FROM held WHERE row = ?", (row["row"],))
@@ -414,7 +417,7 @@ class Store:
             device_address=row["device_address"],
             effective=None if row["effective"] is None else from_text(row["effective"]),
             received=from_text(row["received"]),
-            resource=jsonio.loads(row["resource"]),
+            resource=self._codec.unpack(self.conn, row),
         )
 
     def latest_observations(self, limit: int) -> list[StoredObservation]:

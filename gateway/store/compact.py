@@ -1,0 +1,176 @@
+"""Compact storage of waveform Observations (pure: resources in, text and bytes out).
+
+A waveform Observation (PhdRtsaObservation) carries its samples as ``valueSampledData.data``:
+FHIR's space-separated decimal text, about four bytes per ECG sample. The store keeps the
+resource without that string and the samples apart, as binary: the first sample and the
+differences between neighbours (small for a physiological signal) as little-endian signed
+integers of the narrowest width that holds them, compressed with Zstandard. :func:`unpack`
+rebuilds the same ``data`` string, so the resource read back is the one stored, byte for byte
+in its JSON.
+
+Only data in the canonical form the mapping writes (integers, single spaces) is packed; any other
+data stays in the text as it came.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+import zstandard
+
+from gateway.fhir import jsonio
+
+LEVEL: Final = 3
+TRAIN_ROWS: Final = 256  # Observations stored plain before the first dictionary is trained
+DICTIONARY_BYTES: Final = 16 * 1024
+WIDTHS: Final[dict[int, np.dtype[Any]]] = {w: np.dtype(f"<i{w}") for w in (1, 2, 4, 8)}
+CANONICAL: Final = re.compile(r"-?\d+(?: -?\d+)*")
+_compressor = zstandard.ZstdCompressor(level=LEVEL)
+_decompressor = zstandard.ZstdDecompressor()
+
+
+class CompactError(ValueError):
+    """Stored samples that cannot be read back (a corrupted row)."""
+
+
+def _width(deltas: np.ndarray[Any, np.dtype[np.int64]]) -> int:
+    low, high = (int(deltas.min()), int(deltas.max())) if deltas.size else (0, 0)
+    for width, dtype in WIDTHS.items():
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return width
+    raise OverflowError("a sample difference does not fit in 64 bits")
+
+
+def encode_samples(data: str) -> bytes | None:
+    """The packed form of a SampledData ``data`` string; None when it is not canonical."""
+    if CANONICAL.fullmatch(data) is None:
+        return None
+    try:
+        values = np.array(data.split(" "), dtype=np.int64)
+    except OverflowError:
+        return None
+    if " ".join(str(v) for v in values.tolist()) != data:  # leading zeros, "-0"
+        return None
+    deltas = np.diff(values, prepend=np.int64(0))
+    width = _width(deltas)
+    raw = deltas.astype(WIDTHS[width]).tobytes()
+    return bytes([width]) + _compressor.compress(raw)
+
+
+def decode_samples(packed: bytes) -> str:
+    """The ``data`` string :func:`encode_samples` packed."""
+    if not packed or packed[0] not in WIDTHS:
+        raise CompactError("stored samples with an unknown layout")
+    try:
+        raw = _decompressor.decompress(packed[1:])
+    except zstandard.ZstdError as exc:
+        raise CompactError(f"stored samples do not decompress: {exc}") from exc
+    deltas = np.frombuffer(raw, dtype=WIDTHS[packed[0]]).astype(np.int64)
+    return " ".join(map(str, np.cumsum(deltas).tolist()))
+
+
+def pack(resource: Mapping[str, Any]) -> tuple[str, bytes | None]:
+    """The resource's JSON text (without its samples when they are packed) and the samples."""
+    sampled = resource.get("valueSampledData")
+    data = sampled.get("data") if isinstance(sampled, Mapping) else None
+    packed = encode_samples(data) if isinstance(data, str) else None
+    if packed is None:
+        return jsonio.dumps(dict(resource)), None
+    assert isinstance(sampled, Mapping)
+    rest = dict(resource)
+    rest["valueSampledData"] = {k: v for k, v in sampled.items() if k != "data"}
+    return jsonio.dumps(rest), packed
+
+
+def unpack(text: str, samples: bytes | None) -> dict[str, Any]:
+    """The resource :func:`pack` stored."""
+    resource: dict[str, Any] = jsonio.loads(text)
+    if samples is not None:
+        sampled = dict(resource["valueSampledData"])
+        sampled["data"] = decode_samples(samples)
+        resource["valueSampledData"] = sampled
+    return resource
+
+
+class ResourceCodec:
+    """How one connection stores Observations (see the module text): samples apart, and once the
+    store holds :data:`TRAIN_ROWS` Observations, their JSON compressed with a Zstandard dictionary
+    trained on them (table ``dictionaries``; a dictionary is never changed or removed, so every
+    row stays readable). A row is either ``resource`` = the JSON text, or ``resource`` = '' and
+    ``body`` = the compressed text with ``dictionary`` = the id of its dictionary."""
+
+    def __init__(self) -> None:
+        self._compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
+        self._latest: int | None = None
+        self._writes_before_training = 0  # after too little to learn from: wait this many writes
+
+    def _load(self, conn: sqlite3.Connection, dictionary: int) -> None:
+        row = conn.execute("SELECT data FROM dictionaries WHERE id = ?", (dictionary,)).fetchone()
+        if row is None:
+            raise CompactError(f"an Observation refers to dictionary {dictionary}, which is gone")
+        data = zstandard.ZstdCompressionDict(bytes(row[0]))
+        self._compressors[dictionary] = zstandard.ZstdCompressor(level=LEVEL, dict_data=data)
+        self._decompressors[dictionary] = zstandard.ZstdDecompressor(dict_data=data)
+
+    def prepare(self, conn: sqlite3.Connection, now: str) -> None:
+        """Before a write: know the newest dictionary, or train the first one when the store
+        holds enough plain rows (inside the caller's transaction)."""
+        if self._latest is not None:
+            return
+        if self._writes_before_training > 0:
+            self._writes_before_training -= 1
+            return
+        row = conn.execute("SELECT max(id) FROM dictionaries").fetchone()
+        if row[0] is not None:
+            self._latest = int(row[0])
+            self._load(conn, self._latest)
+            return
+        texts: list[bytes | bytearray | memoryview] = [
+            str(text).encode()
+            for (text,) in conn.execute(
+                "SELECT resource FROM observations WHERE body IS NULL ORDER BY row DESC LIMIT ?",
+                (TRAIN_ROWS,),
+            )
+        ]
+        if len(texts) < TRAIN_ROWS:
+            return
+        try:
+            trained = zstandard.train_dictionary(DICTIONARY_BYTES, texts)
+        except zstandard.ZstdError:  # too little variety to learn from: stay plain a while
+            self._writes_before_training = TRAIN_ROWS
+            return
+        cursor = conn.execute(
+            "INSERT INTO dictionaries (data, created) VALUES (?, ?)", (trained.as_bytes(), now)
+        )
+        self._latest = int(cursor.lastrowid or 0)
+        self._load(conn, self._latest)
+
+    def pack(
+        self, resource: Mapping[str, Any]
+    ) -> tuple[str, bytes | None, int | None, bytes | None]:
+        """(resource, body, dictionary, samples) column values for ``resource``."""
+        text, samples = pack(resource)
+        if self._latest is None:
+            return text, None, None, samples
+        body = self._compressors[self._latest].compress(text.encode())
+        return "", body, self._latest, samples
+
+    def unpack(self, conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+        """The resource of a row with ``resource``, ``body``, ``dictionary``, ``samples``."""
+        body = row["body"]
+        if body is None:
+            return unpack(row["resource"], row["samples"])
+        dictionary = int(row["dictionary"])
+        if dictionary not in self._decompressors:
+            self._load(conn, dictionary)
+        try:
+            text = self._decompressors[dictionary].decompress(bytes(body)).decode()
+        except zstandard.ZstdError as exc:
+            raise CompactError(f"a stored Observation does not decompress: {exc}") from exc
+        return unpack(text, row["samples"])
