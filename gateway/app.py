@@ -50,6 +50,7 @@ from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.review.audit import AuditForwarder, AuditTrail
 from gateway.review.remote import review_handler
 from gateway.review.service import ReviewService
+from gateway.store.keeper import StoreKeeper
 from gateway.users import UserDirectory
 from gateway.web.auth import API_TOKEN_FILE
 from gateway.web.live import LiveHub
@@ -131,6 +132,7 @@ class Gateway:
         self.firmware: FirmwareService | None = None
         self.ingest: Ingest | None = None
         self.store: AsyncStore | None = None
+        self.keeper: StoreKeeper | None = None  # retention, while the store is open
         self.patients: PatientService | None = None
         self.users: UserDirectory | None = None
         self.audit: AuditTrail | None = None
@@ -178,6 +180,7 @@ class Gateway:
         uplinks = build_uplinks(self.forward_settings)
         store = await open_store(self.data_dir, self.forward_settings, signer, uplinks)
         self.store = store
+        self.keeper = StoreKeeper(store, settings.store)
         try:
             async with AsyncExitStack() as stack:
                 self._open_reviews(stack, store, signer, uplinks)
@@ -245,6 +248,7 @@ class Gateway:
                     tasks.create_task(manager.run(), name="ble-manager")
                     tasks.create_task(self._watchdog(), name="systemd-watchdog")
                     tasks.create_task(patients.run(), name="patient-watch")
+                    tasks.create_task(self.keeper.run(), name="store-keeper")
                     if self.audit is not None:
                         forwarder = AuditForwarder(store, self.audit, self.identity.gateway_id)
                         tasks.create_task(forwarder.run(), name="audit-forwarder")

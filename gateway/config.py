@@ -30,6 +30,7 @@ from gateway.forward.settings import HttpsSettings, MqttSettings, OutboxSettings
 from gateway.paths import default_data_dir
 from gateway.rag.settings import RagSettings
 from gateway.review.settings import ReviewSettings
+from gateway.store.settings import StoreSettings
 from gateway.web.settings import HttpSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("bedside_config_file", default=None)
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     review: ReviewSettings = ReviewSettings()
     firmware: FirmwareSettings = FirmwareSettings()
+    store: StoreSettings = StoreSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -211,13 +211,18 @@ _V5_COMPACT = (
     "ALTER TABLE observations ADD COLUMN samples BLOB",
     "ALTER TABLE observations ADD COLUMN body BLOB",
     "ALTER TABLE observations ADD COLUMN dictionary INTEGER REFERENCES dictionaries(id)",
+    # the id of the Bundle that carried it (None: not sent, held, or stored before version 5)
+    "ALTER TABLE observations ADD COLUMN bundle TEXT",
+    "CREATE INDEX observations_received ON observations(received)",
+    "CREATE INDEX outbox_id ON outbox(id)",
 )
 
 
 def _v5_compact_samples(conn: sqlite3.Connection) -> None:
     """Observations stored compactly (version 5; gateway/store/compact.py): waveform samples
     apart as compressed binary (existing rows packed here, in batches), the JSON compressed with
-    a dictionary trained on the store's own Observations (new rows, once there is one)."""
+    a dictionary trained on the store's own Observations (new rows, once there is one); and the
+    Bundle that carried each one, for retention (gateway/store/retention.py)."""
     from gateway.store.compact import pack  # numpy and zstandard only for this step
 
     _run(conn, _V5_COMPACT)

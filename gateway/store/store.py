@@ -117,6 +117,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect in a new database only
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
@@ -328,6 +329,7 @@ class Store:
                 )
         received = self._now()
         new: list[ObservationRecord] = []
+        rows: list[int] = []
         with self._write(durable=bool(self.uplinks)) as conn:
             self._codec.prepare(conn, received)
             for record in observations:
@@ -348,6 +350,7 @@ class Store:
                 )
                 if cursor.rowcount == 1:
                     new.append(record)
+                    rows.append(int(cursor.lastrowid or 0))
             bundle = (
                 bundle_factory([dict(record.resource) for record in new])
                 if new and self.uplinks
@@ -367,7 +370,11 @@ class Store:
                         ),
                     )
                 else:
-                    self._enqueue(conn, TopicKind.OBSERVATIONS, bundle, received)
+                    bundle_id = self._enqueue(conn, TopicKind.OBSERVATIONS, bundle, received)
+                    conn.executemany(
+                        "UPDATE observations SET bundle = ? WHERE row = ?",
+                        [(bundle_id, row) for row in rows],
+                    )
         return [record.identifier for record in new]
 
     def release_held(self, reference: str, *, after: datetime | None, before: datetime) -> Released:
@@ -390,8 +397,11 @@ class Store:
                 bundle = bundle_with_subject(
                     jsonio.loads(row["bundle"]), reference, timestamp=self._clock()
                 )
-                if self.uplinks:
+                bundle_id = (
                     self._enqueue(conn, TopicKind(row["kind"]), bundle, now)
+                    if self.uplinks
+                    else None
+                )
                 for key in json.loads(row["keys"]):
                     stored = conn.execute(
                         "SELECT * FROM observations WHERE identifier = ? AND patient IS NULL",
@@ -402,8 +412,8 @@ class Store:
                     resource = with_subject(self._codec.unpack(conn, stored), reference)
                     conn.execute(
                         """UPDATE observations SET resource = ?, body = ?, dictionary = ?,
-                           samples = ?, patient = ? WHERE identifier = ?""",
-                        (*self._codec.pack(resource), reference, key),
+                           samples = ?, patient = ?, bundle = ? WHERE identifier = ?""",
+                        (*self._codec.pack(resource), reference, bundle_id, key),
                     )
                     readings += 1
                 conn.execute("DELETE FROM held WHERE row = ?", (row["row"],))

@@ -1,0 +1,95 @@
+"""What the store lets go of, so that a box running for months keeps a bounded database
+(docs/architecture.md, "Months unattended"):
+
+1. outbox items delivered more than ``store.delivered_keep_days`` ago (their content reached every
+   uplink; the local Observations stay);
+2. Observations received more than ``store.retention_days`` ago that were forwarded: the Bundle
+   that carried them is delivered (or gone from the outbox), or they were never to be sent (no
+   uplink) — never one whose Bundle is still pending or dead, never a held one (no patient yet).
+
+Each call deletes at most ``limit`` rows of each kind (short write transactions: the gateway keeps
+storing readings between them); the caller repeats while there is more. Space freed is reused by
+SQLite and given back to the filesystem by :func:`give_back`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.store.store import to_text
+
+BATCH: Final = 2000
+VACUUM_PAGES: Final = 4096  # pages given back per call (16 MiB with 4 KiB pages)
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows deleted by one :func:`prune` (one at its limit: call again)."""
+
+    delivered: int
+    observations: int
+
+
+def prune(
+    conn: sqlite3.Connection,
+    *,
+    now: dt.datetime,
+    retention_days: float,
+    delivered_keep_days: float,
+    limit: int = BATCH,
+) -> Pruned:
+    """Delete what retention lets go of, at most ``limit`` rows of each kind (one transaction:
+    call inside ``Store.transaction()``)."""
+    delivered = conn.execute(
+        """DELETE FROM outbox WHERE seq IN (
+               SELECT seq FROM outbox WHERE state = 'delivered' AND updated < ?
+               ORDER BY seq LIMIT ?)""",
+        (to_text(now - dt.timedelta(days=delivered_keep_days)), limit),
+    ).rowcount
+    observations = conn.execute(
+        """DELETE FROM observations WHERE row IN (
+               SELECT row FROM observations AS o
+               WHERE received < ?
+                 AND NOT EXISTS (SELECT 1 FROM outbox
+                                 WHERE outbox.id = o.bundle AND state != 'delivered')
+                 AND identifier NOT IN (SELECT value FROM held, json_each(held.keys))
+               ORDER BY row LIMIT ?)""",
+        (to_text(now - dt.timedelta(days=retention_days)), limit),
+    ).rowcount
+    return Pruned(delivered, observations)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The database file: its size and how much of it holds data (the rest is free pages)."""
+
+    file_bytes: int
+    free_bytes: int
+
+    @property
+    def used_bytes(self) -> int:
+        return self.file_bytes - self.free_bytes
+
+
+def usage(conn: sqlite3.Connection) -> Usage:
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+    return Usage(int(pages) * int(page_size), int(free) * int(page_size))
+
+
+def give_back(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> int:
+    """Return up to ``pages`` free pages to the filesystem (``PRAGMA incremental_vacuum``, then a
+    WAL checkpoint; a database made before ``auto_vacuum = INCREMENTAL`` reuses them instead).
+    Returns the bytes the database shrank by. Outside a transaction only (0 inside one)."""
+    if conn.in_transaction:
+        return 0
+    before = usage(conn).file_bytes
+    # executescript steps the pragma to its end; execute() would free a single page
+    conn.executescript(
+        f"PRAGMA incremental_vacuum({int(pages):d}); PRAGMA wal_checkpoint(TRUNCATE);"
+    )
+    return before - usage(conn).file_bytes

@@ -1,0 +1,120 @@
+"""Retention of the local store (gateway/store/retention.py, keeper.py): delivered outbox items go
+after ``delivered_keep_days``; Observations go after ``retention_days`` once forwarded — never
+one whose Bundle is pending or dead, never a held one; without uplinks old ones go; freed pages
+go back to the filesystem; the keeper does it through the running store's threads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from gateway.store import OutboxState, Store
+from gateway.store.aio import AsyncStore
+from gateway.store.keeper import StoreKeeper
+from gateway.store.retention import give_back, prune, usage
+from gateway.store.settings import StoreSettings
+from tests.fixtures_mqtt import DEVICE, make_signer, record, transaction_bundle
+from tests.test_store import KEY
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+class Clock:
+    """A clock the test sets."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def _identifiers(store: Store) -> set[str]:
+    return {row[0] for row in store.conn.execute("SELECT identifier FROM observations")}
+
+
+def test_what_goes_and_what_stays(tmp_path: Path) -> None:
+    clock = Clock()
+    with Store(
+        tmp_path / "g.sqlite3", signer=make_signer(KEY), uplinks=("mqtt",), clock=clock
+    ) as store:
+        store.add_observations(DEVICE, [record("delivered-old")], transaction_bundle)
+        store.add_observations(DEVICE, [record("pending-old")], transaction_bundle)
+        store.add_observations(DEVICE, [record("dead-old")], transaction_bundle)
+        store.add_observations(DEVICE, [record("held-old")], transaction_bundle, hold=True)
+        seqs = {item.payload.split('"value":"')[1].split('"')[0]: item.seq for item in
+                store.pending_items("mqtt", limit=10)}  # fmt: skip
+        store.mark_delivered([seqs["delivered-old"]])
+        store.mark_dead(seqs["dead-old"], "refused by the server")
+        clock.now = START + 40 * DAY
+        store.add_observations(DEVICE, [record("delivered-new")], transaction_bundle)
+        (new,) = store.pending_items("mqtt", limit=10)[1:]
+        store.mark_delivered([new.seq])
+
+        with store.transaction() as conn:
+            pruned = prune(conn, now=clock.now, retention_days=30, delivered_keep_days=1)
+        assert (pruned.delivered, pruned.observations) == (1, 1)
+        assert _identifiers(store) == {"pending-old", "dead-old", "held-old", "delivered-new"}
+        states = [item.state for item in store.outbox_items(limit=10)]
+        assert sorted(states) == sorted(
+            [OutboxState.PENDING, OutboxState.DEAD, OutboxState.DELIVERED]
+        )
+        with store.transaction() as conn:  # nothing more goes until the rest is forwarded
+            again = prune(conn, now=clock.now, retention_days=30, delivered_keep_days=1)
+        assert (again.delivered, again.observations) == (0, 0)
+
+
+def test_without_uplinks_old_observations_go(tmp_path: Path) -> None:
+    clock = Clock()
+    with Store(tmp_path / "g.sqlite3", clock=clock) as store:
+        store.add_observations(DEVICE, [record(f"old-{n}") for n in range(5)], transaction_bundle)
+        clock.now = START + 10 * DAY
+        store.add_observations(DEVICE, [record("new")], transaction_bundle)
+        with store.transaction() as conn:
+            pruned = prune(conn, now=clock.now, retention_days=7, delivered_keep_days=1, limit=3)
+        assert pruned.observations == 3  # at most the limit per call
+        with store.transaction() as conn:
+            prune(conn, now=clock.now, retention_days=7, delivered_keep_days=1, limit=3)
+        assert _identifiers(store) == {"new"}
+
+
+def test_freed_pages_go_back_to_the_filesystem(tmp_path: Path) -> None:
+    clock = Clock()
+    with Store(tmp_path / "g.sqlite3", clock=clock) as store:
+        for batch in range(20):
+            store.add_observations(
+                DEVICE, [record(f"r-{batch}-{n}") for n in range(100)], transaction_bundle
+            )
+        before = usage(store.conn)
+        clock.now = START + 10 * DAY
+        with store.transaction() as conn:
+            prune(conn, now=clock.now, retention_days=1, delivered_keep_days=1)
+        assert usage(store.conn).free_bytes > 0
+        returned = give_back(store.conn)
+        after = usage(store.conn)
+        assert returned > 0
+        assert after.file_bytes == before.file_bytes - returned
+        assert after.free_bytes == 0
+
+
+async def test_the_keeper_prunes_through_the_running_store(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await AsyncStore.open(tmp_path / "g.sqlite3", clock=clock)
+    try:
+        await store.write(
+            lambda s: s.add_observations(
+                DEVICE, [record(f"old-{n}") for n in range(50)], transaction_bundle
+            )
+        )
+        keeper = StoreKeeper(store, StoreSettings(retention_days=1), clock=clock)
+        first = await keeper.maintain_once()
+        assert first.observations == 0
+        clock.now = START + 2 * DAY
+        second = await keeper.maintain_once()
+        assert second.observations == 50
+        assert keeper.pruned_observations == 50
+        assert second.usage.free_bytes == 0  # given back
+        assert await store.read(lambda s: s.observation_counts()) == {}
+    finally:
+        await store.close()
