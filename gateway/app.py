@@ -179,8 +179,7 @@ class Gateway:
         self.key_id = signer.kid
         uplinks = build_uplinks(self.forward_settings)
         store = await open_store(self.data_dir, self.forward_settings, signer, uplinks)
-        self.store = store
-        self.keeper = StoreKeeper(store, settings.store)
+        self.store, self.keeper = store, self._keeper(store)
         try:
             async with AsyncExitStack() as stack:
                 self._open_reviews(stack, store, signer, uplinks)
@@ -301,6 +300,12 @@ class Gateway:
             manager, self.settings.firmware, audit=audit, on_finished=self.metrics.firmware_done
         )
 
+    def _keeper(self, store: AsyncStore) -> StoreKeeper:
+        """Retention and the disk budget of the store, its state in the metrics."""
+        keeper = StoreKeeper(store, self.settings.store)
+        self.metrics.storage = keeper.as_json
+        return keeper
+
     def sensor_rows(self) -> list[dict[str, Any]]:
         """The sensors as ``/api/sensors`` and the page show them, with their firmware."""
         if self.manager is None:
@@ -316,6 +321,8 @@ class Gateway:
             checks["radio"] = self.manager.radio.as_json
         if self.patients is not None:
             checks["patient"] = self.patients.as_json
+        if self.keeper is not None:
+            checks["storage"] = self.keeper.as_json
         return checks
 
     def _patient_changed(self, patient: PatientRef | None) -> None:
@@ -530,6 +537,7 @@ class Gateway:
                 "total_bytes": disk.total,
                 "quota_bytes": self.settings.outbox.quota_bytes,
             },
+            "storage": self.keeper.as_json() if self.keeper is not None else None,
             "live_clients": self.live.clients if self.live is not None else 0,
         }
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from gateway.store import OutboxState, Store
 from gateway.store.aio import AsyncStore
 from gateway.store.keeper import StoreKeeper
-from gateway.store.retention import give_back, prune, usage
-from gateway.store.settings import StoreSettings
+from gateway.store.retention import Pruned, give_back, make_room, prune, usage
+from gateway.store.settings import MIB, StoreSettings
 from tests.fixtures_mqtt import DEVICE, make_signer, record, transaction_bundle
 from tests.test_store import KEY
 
@@ -116,5 +116,73 @@ async def test_the_keeper_prunes_through_the_running_store(tmp_path: Path) -> No
         assert keeper.pruned_observations == 50
         assert second.usage.free_bytes == 0  # given back
         assert await store.read(lambda s: s.observation_counts()) == {}
+    finally:
+        await store.close()
+
+
+def test_making_room_takes_delivered_items_then_the_oldest_forwarded_observations(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    with Store(
+        tmp_path / "g.sqlite3", signer=make_signer(KEY), uplinks=("mqtt",), clock=clock
+    ) as store:
+        for name in ("first", "second", "pending"):
+            store.add_observations(DEVICE, [record(name)], transaction_bundle)
+        store.add_observations(DEVICE, [record("held")], transaction_bundle, hold=True)
+        first, second, _ = store.pending_items("mqtt", limit=10)
+        store.mark_delivered([first.seq, second.seq])
+        with store.transaction() as conn:
+            assert make_room(conn, limit=10) == Pruned(2, 0)  # delivered items first
+        with store.transaction() as conn:
+            assert make_room(conn, limit=1) == Pruned(0, 1)  # then the oldest forwarded
+        assert _identifiers(store) == {"second", "pending", "held"}
+        with store.transaction() as conn:
+            assert make_room(conn, limit=10) == Pruned(0, 1)
+        with store.transaction() as conn:
+            assert make_room(conn, limit=10) == Pruned(0, 0)  # what is left must stay
+        assert _identifiers(store) == {"pending", "held"}
+
+
+async def _fill(store: AsyncStore, readings: int, *, prefix: str) -> None:
+    for start in range(0, readings, 200):
+        batch = [record(f"{prefix}-{n}", f"{60 + n % 50}.0") for n in range(start, start + 200)]
+        await store.write(lambda s, b=batch: s.add_observations(DEVICE, b, transaction_bundle))
+
+
+async def test_the_keeper_keeps_the_database_under_its_budget(tmp_path: Path) -> None:
+    settings = StoreSettings(max_bytes=MIB, alarm_fraction=0.5)
+    store = await AsyncStore.open(tmp_path / "g.sqlite3")
+    try:
+        keeper = StoreKeeper(store, settings)
+        await _fill(store, 4000, prefix="r")
+        before = await store.read(lambda s: usage(s.conn))
+        assert before.used_bytes > MIB // 2  # over the alarm level
+        done = await keeper.maintain_once()
+        assert done.usage.used_bytes <= MIB // 2
+        assert done.observations > 0
+        assert keeper.as_json()["state"] == "ok"
+        counts = await store.read(lambda s: s.observation_counts())
+        assert 0 < counts["8867-4"] < 4000  # the oldest went, the newest stayed
+        newest = await store.read(lambda s: s.latest_observations(1))
+        assert newest[0].identifier == "r-3999"
+    finally:
+        await store.close()
+
+
+async def test_what_must_stay_raises_the_alarm_and_never_goes(tmp_path: Path) -> None:
+    settings = StoreSettings(max_bytes=MIB, alarm_fraction=0.5)
+    signer = make_signer(KEY)
+    store = await AsyncStore.open(tmp_path / "g.sqlite3", signer=signer, uplinks=("mqtt",))
+    try:
+        keeper = StoreKeeper(store, settings)
+        await _fill(store, 3000, prefix="p")  # nothing delivered: everything must stay
+        done = await keeper.maintain_once()
+        assert (done.delivered, done.observations) == (0, 0)
+        state = keeper.as_json()
+        assert state["state"] in ("alarm", "full")
+        assert str(state["reason"]).startswith("readings not yet sent or held for a patient fill")
+        assert str(state["reason"]).endswith("raise store.max_bytes")
+        assert (await store.read(lambda s: s.observation_counts()))["8867-4"] == 3000
     finally:
         await store.close()

@@ -1,16 +1,20 @@
-"""Keeps the store within its retention while the gateway runs: every ``store.maintain_every_s``
-it lets go of what :mod:`.retention` allows, in short transactions in the store's writer thread,
-and gives the freed pages back to the filesystem. What it did last is kept for ``/status`` and
-the metrics."""
+"""Keeps the store within its retention and its disk budget while the gateway runs: every
+``store.maintain_every_s`` it lets go of what :mod:`.retention` allows, in short transactions in
+the store's writer thread; over the alarm level of ``store.max_bytes`` it makes room (delivered
+outbox items, then the oldest forwarded Observations) down to just under it; then it gives the
+freed pages back to the filesystem. The storage state — ``ok``, ``alarm`` (what must stay fills
+``alarm_fraction`` of the budget: an uplink down for long, readings held for a patient) or
+``full`` (it fills the budget) — is reported in ``/healthz``, the metrics and the page."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gateway.store import retention
 
@@ -22,6 +26,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+HEADROOM: Final = 0.95  # making room stops this far under the alarm level
+
+
+class StorageState(enum.StrEnum):
+    OK = "ok"
+    ALARM = "alarm"
+    FULL = "full"
+
+
 @dataclass(frozen=True, slots=True)
 class Maintained:
     """One maintenance pass."""
@@ -30,6 +43,7 @@ class Maintained:
     observations: int
     returned_bytes: int
     usage: retention.Usage
+    state: StorageState
 
 
 def _give_back(store: Store) -> tuple[int, retention.Usage]:
@@ -53,6 +67,7 @@ class StoreKeeper:
         self._settings = settings
         self._clock = clock
         self.last: Maintained | None = None
+        self.state = StorageState.OK
         self.pruned_delivered = 0
         self.pruned_observations = 0
 
@@ -65,8 +80,17 @@ class StoreKeeper:
                 delivered_keep_days=self._settings.delivered_keep_days,
             )
 
+    @property
+    def budget_bytes(self) -> int:
+        return self._settings.max_bytes
+
+    @property
+    def alarm_bytes(self) -> int:
+        return int(self._settings.max_bytes * self._settings.alarm_fraction)
+
     async def maintain_once(self) -> Maintained:
-        """Prune in batches until nothing more goes, then give the space back."""
+        """Prune in batches until nothing more goes, make room if over the alarm level, give
+        the space back, and say where the store stands."""
         delivered = observations = 0
         while True:
             pruned = await self._store.write(self._prune_batch)
@@ -74,10 +98,19 @@ class StoreKeeper:
             observations += pruned.observations
             if max(pruned.delivered, pruned.observations) < retention.BATCH:
                 break
+        usage = await self._store.write(lambda store: retention.usage(store.conn))
+        while usage.used_bytes > self.alarm_bytes * HEADROOM:
+            pruned = await self._store.write(lambda store: retention.make_room(store.conn))
+            if not (pruned.delivered or pruned.observations):
+                break  # what is left must stay
+            delivered += pruned.delivered
+            observations += pruned.observations
+            usage = await self._store.write(lambda store: retention.usage(store.conn))
         returned, usage = await self._store.write(_give_back)
+        self._set_state(usage)
         self.pruned_delivered += delivered
         self.pruned_observations += observations
-        self.last = Maintained(delivered, observations, returned, usage)
+        self.last = Maintained(delivered, observations, returned, usage, self.state)
         if delivered or observations or returned:
             log.info(
                 "store retention: %d delivered outbox item(s) and %d Observation(s) let go, "
@@ -88,6 +121,43 @@ class StoreKeeper:
                 usage.used_bytes,
             )
         return self.last
+
+    def _set_state(self, usage: retention.Usage) -> None:
+        used = usage.used_bytes
+        state = (
+            StorageState.FULL
+            if used >= self.budget_bytes
+            else StorageState.ALARM
+            if used >= self.alarm_bytes
+            else StorageState.OK
+        )
+        if state is not self.state:
+            level = logging.INFO if state is StorageState.OK else logging.WARNING
+            log.log(level, "storage %s: %s", state, self.reason(used))
+        self.state = state
+
+    def reason(self, used: int) -> str:
+        """The storage state in one sentence."""
+        share = f"{used / self.budget_bytes:.0%} of store.max_bytes ({self.budget_bytes} bytes)"
+        if used < self.alarm_bytes:
+            return f"the database holds {used} bytes, {share}"
+        return (
+            f"readings not yet sent or held for a patient fill {share}: bring the uplink back, "
+            "assign a patient, or raise store.max_bytes"
+        )
+
+    def as_json(self) -> dict[str, object]:
+        """The storage state for ``/healthz``, ``/api/gateway`` and the page."""
+        used = self.last.usage.used_bytes if self.last is not None else None
+        return {
+            "state": str(self.state),
+            "used_bytes": used,
+            "budget_bytes": self.budget_bytes,
+            "alarm_bytes": self.alarm_bytes,
+            "reason": self.reason(used) if used is not None else "not measured yet",
+            "pruned_observations": self.pruned_observations,
+            "pruned_delivered": self.pruned_delivered,
+        }
 
     async def run(self) -> None:
         """Maintain now and every ``maintain_every_s`` until cancelled."""

@@ -22,6 +22,12 @@ from typing import Final
 from gateway.store.store import to_text
 
 BATCH: Final = 2000
+ROOM_BATCH: Final = 200  # making room: small steps, the usage is measured between them
+# An Observation (``o``) that may go: its Bundle is delivered or gone (or there never was one),
+# and it is not held for want of a patient.
+FORWARDED: Final = """NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = o.bundle
+                                     AND state != 'delivered')
+    AND o.identifier NOT IN (SELECT value FROM held, json_each(held.keys))"""
 VACUUM_PAGES: Final = 4096  # pages given back per call (16 MiB with 4 KiB pages)
 
 
@@ -50,16 +56,31 @@ def prune(
         (to_text(now - dt.timedelta(days=delivered_keep_days)), limit),
     ).rowcount
     observations = conn.execute(
-        """DELETE FROM observations WHERE row IN (
-               SELECT row FROM observations AS o
-               WHERE received < ?
-                 AND NOT EXISTS (SELECT 1 FROM outbox
-                                 WHERE outbox.id = o.bundle AND state != 'delivered')
-                 AND identifier NOT IN (SELECT value FROM held, json_each(held.keys))
-               ORDER BY row LIMIT ?)""",
+        f"""DELETE FROM observations WHERE row IN (
+               SELECT row FROM observations AS o WHERE received < ? AND {FORWARDED}
+               ORDER BY row LIMIT ?)""",  # noqa: S608 - a constant condition
         (to_text(now - dt.timedelta(days=retention_days)), limit),
     ).rowcount
     return Pruned(delivered, observations)
+
+
+def make_room(conn: sqlite3.Connection, *, limit: int = ROOM_BATCH) -> Pruned:
+    """Over the disk budget: delete the oldest delivered outbox items, else (none left) the
+    oldest forwarded Observations whatever their age — at most ``limit`` rows; never anything
+    still to be sent or held. Nothing deleted: nothing more can go."""
+    delivered = conn.execute(
+        """DELETE FROM outbox WHERE seq IN (
+               SELECT seq FROM outbox WHERE state = 'delivered' ORDER BY seq LIMIT ?)""",
+        (limit,),
+    ).rowcount
+    if delivered:
+        return Pruned(delivered, 0)
+    observations = conn.execute(
+        f"""DELETE FROM observations WHERE row IN (
+               SELECT row FROM observations AS o WHERE {FORWARDED} ORDER BY row LIMIT ?)""",  # noqa: S608 - a constant condition
+        (limit,),
+    ).rowcount
+    return Pruned(0, observations)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MIB: Final = 1024 * 1024
 
 
 class StoreSettings(BaseModel):
@@ -21,6 +23,17 @@ class StoreSettings(BaseModel):
     )
     delivered_keep_days: Annotated[float, Field(ge=0, le=3650)] = Field(
         default=1.0, description="days an outbox item stays once every uplink has it"
+    )
+    max_bytes: Annotated[int, Field(ge=MIB)] = Field(
+        default=2048 * MIB,
+        description="disk budget of the database: past it, delivered outbox items, then "
+        "forwarded Observations past retention, then the oldest forwarded ones go; what is "
+        "still to be sent or held never does",
+    )
+    alarm_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.8,
+        description="the storage alarm is raised when what must stay fills this share of "
+        "max_bytes (new readings are refused only when it fills all of it)",
     )
     maintain_every_s: Annotated[float, Field(ge=1, le=86400)] = Field(
         default=300.0, description="how often retention runs (and free space goes back to disk)"

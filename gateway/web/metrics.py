@@ -43,6 +43,7 @@ class GatewayMetrics:
         self.forwarding: Forwarding | None = None
         self.live: LiveHub | None = None
         self.queued: Callable[[], int] | None = None  # the assistant's waiting requests
+        self.storage: Callable[[], Mapping[str, Any]] | None = None  # the store keeper's state
         self.outbox: OutboxStats | None = None  # refreshed before each scrape
         self.latency = Histogram(
             "bedside_notification_to_stored_seconds",
@@ -147,12 +148,35 @@ class _Running(Collector):
             )
             queue.add_metric([], self._metrics.queued())
             yield queue
+        if self._metrics.storage is not None:
+            yield from self._storage(self._metrics.storage())
         if self._metrics.live is not None:
             clients = GaugeMetricFamily(
                 "bedside_live_clients", "Pages connected to the live stream."
             )
             clients.add_metric([], self._metrics.live.clients)
             yield clients
+
+    @staticmethod
+    def _storage(storage: Mapping[str, Any]) -> Iterator[Metric]:
+        for name, key, text in (
+            ("bedside_store_used_bytes", "used_bytes", "Bytes of the database holding data."),
+            ("bedside_store_budget_bytes", "budget_bytes", "The database's budget (max_bytes)."),
+        ):
+            if storage.get(key) is not None:
+                gauge = GaugeMetricFamily(name, text)
+                gauge.add_metric([], storage[key])
+                yield gauge
+        alarm = GaugeMetricFamily(
+            "bedside_store_alarm", "1 while the storage alarm is raised (alarm or full)."
+        )
+        alarm.add_metric([], 0 if storage.get("state") == "ok" else 1)
+        yield alarm
+        pruned = CounterMetricFamily(
+            "bedside_store_pruned_observations", "Observations let go by retention or budget."
+        )
+        pruned.add_metric([], storage.get("pruned_observations", 0))
+        yield pruned
 
     def _sensors(self) -> Iterator[Metric]:
         manager = self._metrics.manager

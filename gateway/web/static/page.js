@@ -437,6 +437,7 @@ async function refreshGateway() {
     ["Patient", patient],
     ["Assistant", g.assistant],
     ["Disk", `${bytes(g.disk.free_bytes)} free of ${bytes(g.disk.total_bytes)}; quota ${bytes(g.disk.quota_bytes)}`],
+    ["Storage", g.storage ? `${g.storage.state}: ${g.storage.reason}` : "—"],
   ]);
   const rows = [];
   for (const [name, u] of Object.entries(g.uplinks)) {
