@@ -208,6 +208,7 @@ class Gateway:
                     on_held=patients.note_held,
                 )
                 self.ingest = ingest
+                ingest.on_refused = self.keeper.count_refused
                 manager = SensorManager(
                     self.profiles,
                     ingest,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from gateway.fhir.device import GatewayInfo, SensorInfo, gateway_device, sensor_
 from gateway.fhir.observation import MappingContext, PatientRef, map_measurements
 from gateway.fhir.read import display_value, observation_codes
 from gateway.fhir.timeline import COINCIDENT_TIME_STAMP_REFERENCE
+from gateway.store.errors import StoreFullError
 from gateway.store.models import ObservationRecord, TopicKind
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYSTEM_ID_KEY = "system_id"
+REFUSAL_LOG_S = 60.0  # a full store is said at most this often
 
 
 @dataclass
@@ -61,10 +64,22 @@ class Ingest:
     on_held: Callable[[int], None] | None = None
     """Told how many readings a held-back Bundle carries."""
     on_observation: Callable[[ObservationEvent], None] | None = None
+    on_refused: Callable[[int], None] | None = None
+    """Told how many readings were refused because the store is full."""
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     latest: dict[str, str] = field(default_factory=dict)
     """The newest value per code, as display text ("72 /min"), for the live views."""
     _known_devices: dict[str, SensorInfo] = field(default_factory=dict)
+    _refusal_logged: float = -REFUSAL_LOG_S
+
+    def _refused(self, status: SessionStatus, readings: int, reason: str) -> None:
+        """Count readings the full store refused; say so at most once a minute."""
+        if self.on_refused is not None:
+            self.on_refused(readings)
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_S:
+            self._refusal_logged = now
+            log.warning("%s: reading(s) refused, the store is full: %s", status.name, reason)
 
     def sensor_info(self, status: SessionStatus) -> SensorInfo:
         profile = self.profiles.get(status.kind)
@@ -132,15 +147,19 @@ class Ingest:
             return transaction_bundle([*devices, *referred, *chosen], timestamp=ctx.received_at)
 
         hold = patient is None
-        new_ids = set(
-            await self.store.add_observations(
-                status.address,
-                records,
-                bundle_factory,
-                patient=None if patient is None else patient.reference,
-                hold=hold,
+        try:
+            new_ids = set(
+                await self.store.add_observations(
+                    status.address,
+                    records,
+                    bundle_factory,
+                    patient=None if patient is None else patient.reference,
+                    hold=hold,
+                )
             )
-        )
+        except StoreFullError as exc:
+            self._refused(status, len(records), str(exc))
+            return
         kept_here = sum(1 for m in undated if self._key(m) in new_ids)
         if kept_here:
             status.undated += kept_here

@@ -8,12 +8,16 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from gateway.store import OutboxState, Store
+import pytest
+
+from gateway.store import OutboxState, Store, StoreFullError
 from gateway.store.aio import AsyncStore
 from gateway.store.keeper import StoreKeeper
 from gateway.store.retention import Pruned, give_back, make_room, prune, usage
 from gateway.store.settings import MIB, StoreSettings
 from tests.fixtures_mqtt import DEVICE, make_signer, record, transaction_bundle
+from tests.harness import running_gateway, wait_until
+from tests.sim_central import FAST
 from tests.test_store import KEY
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -186,3 +190,43 @@ async def test_what_must_stay_raises_the_alarm_and_never_goes(tmp_path: Path) ->
         assert (await store.read(lambda s: s.observation_counts()))["8867-4"] == 3000
     finally:
         await store.close()
+
+
+async def test_a_full_store_refuses_readings_until_room_is_made(tmp_path: Path) -> None:
+    settings = StoreSettings(max_bytes=MIB, alarm_fraction=0.5)
+    store = await AsyncStore.open(
+        tmp_path / "g.sqlite3", signer=make_signer(KEY), uplinks=("mqtt",)
+    )
+    try:
+        keeper = StoreKeeper(store, settings)
+        await _fill(store, 5000, prefix="p")
+        assert (await keeper.maintain_once()).state == "full"
+        with pytest.raises(StoreFullError, match=r"raise store\.max_bytes"):
+            await store.write(
+                lambda s: s.add_observations(DEVICE, [record("late")], transaction_bundle)
+            )
+        items = await store.read(lambda s: s.pending_items("mqtt", limit=100_000))
+        await store.mark_delivered([item.seq for item in items])  # the uplink is back
+        assert (await keeper.maintain_once()).state == "ok"
+        await store.write(
+            lambda s: s.add_observations(DEVICE, [record("late")], transaction_bundle)
+        )
+    finally:
+        await store.close()
+
+
+async def test_the_gateway_counts_refused_readings_and_its_sessions_go_on(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path, ("thermo",), overrides=FAST) as run:
+        await wait_until(lambda: run.status("thermo").observations > 0, 30, "a reading")
+        store, keeper = run.gateway.store, run.gateway.keeper
+        assert store is not None
+        assert keeper is not None
+        await store.write(lambda s: setattr(s, "refusing", "the store is full (test)"))
+        seen = run.status("thermo").observations
+        await wait_until(lambda: keeper.refused_readings > 0, 30, "a refused reading")
+        await wait_until(lambda: run.status("thermo").observations > seen + 1, 30, "more")
+        assert run.status("thermo").ingest_errors == 0
+        assert run.states() == {"thermo": "streaming"}
+        assert keeper.as_json()["refused_readings"] == keeper.refused_readings

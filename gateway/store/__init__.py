@@ -5,7 +5,12 @@
 """
 
 from gateway.store.aio import AsyncStore
-from gateway.store.errors import SchemaVersionError, StoreClosedError, StoreError
+from gateway.store.errors import (
+    SchemaVersionError,
+    StoreClosedError,
+    StoreError,
+    StoreFullError,
+)
 from gateway.store.models import (
     DeviceRecord,
     ObservationRecord,
@@ -41,6 +46,7 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "StoreError",
+    "StoreFullError",
     "StoredObservation",
     "TopicKind",
     "store_path",

@@ -26,3 +26,8 @@ class SchemaVersionError(StoreError, RuntimeError):
 
 class StoreClosedError(StoreError, RuntimeError):
     """The store was used after ``close()``."""
+
+
+class StoreFullError(StoreError):
+    """New readings are refused: what must stay fills the store's disk budget (the message says
+    what to do)."""

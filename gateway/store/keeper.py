@@ -4,7 +4,8 @@ the store's writer thread; over the alarm level of ``store.max_bytes`` it makes 
 outbox items, then the oldest forwarded Observations) down to just under it; then it gives the
 freed pages back to the filesystem. The storage state — ``ok``, ``alarm`` (what must stay fills
 ``alarm_fraction`` of the budget: an uplink down for long, readings held for a patient) or
-``full`` (it fills the budget) — is reported in ``/healthz``, the metrics and the page."""
+``full`` (it fills the budget: new readings are refused, counted, until room is made) — is
+reported in ``/healthz``, the metrics and the page."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class StoreKeeper:
         self.state = StorageState.OK
         self.pruned_delivered = 0
         self.pruned_observations = 0
+        self.refused_readings = 0  # readings refused while the store was full
 
     def _prune_batch(self, store: Store) -> retention.Pruned:
         with store.transaction() as conn:
@@ -108,6 +110,8 @@ class StoreKeeper:
             usage = await self._store.write(lambda store: retention.usage(store.conn))
         returned, usage = await self._store.write(_give_back)
         self._set_state(usage)
+        refusing = self.reason(usage.used_bytes) if self.state is StorageState.FULL else None
+        await self._store.write(lambda store: setattr(store, "refusing", refusing))
         self.pruned_delivered += delivered
         self.pruned_observations += observations
         self.last = Maintained(delivered, observations, returned, usage, self.state)
@@ -121,6 +125,10 @@ class StoreKeeper:
                 usage.used_bytes,
             )
         return self.last
+
+    def count_refused(self, readings: int) -> None:
+        """Told by the ingest of readings it could not store (the store is full)."""
+        self.refused_readings += readings
 
     def _set_state(self, usage: retention.Usage) -> None:
         used = usage.used_bytes
@@ -157,6 +165,7 @@ class StoreKeeper:
             "reason": self.reason(used) if used is not None else "not measured yet",
             "pruned_observations": self.pruned_observations,
             "pruned_delivered": self.pruned_delivered,
+            "refused_readings": self.refused_readings,
         }
 
     async def run(self) -> None:

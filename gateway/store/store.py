@@ -33,7 +33,7 @@ from typing import Any, Final, Protocol
 from gateway.fhir import jsonio
 from gateway.fhir.bundle import bundle_with_subject, with_subject
 from gateway.store import compact
-from gateway.store.errors import StoreClosedError
+from gateway.store.errors import StoreClosedError, StoreFullError
 from gateway.store.models import (
     DeviceRecord,
     ObservationRecord,
@@ -159,6 +159,7 @@ class Store:
             raise
         self._conn: sqlite3.Connection | None = conn
         self._codec = compact.ResourceCodec()
+        self.refusing: str | None = None  # why new readings are refused (the store is full)
 
     # -- connection and transactions -------------------------------------------------------------
 
@@ -321,6 +322,8 @@ class Store:
         Observation. ``hold``: no patient is assigned, so the Bundle is kept unsigned in the held
         table (reason "no patient") instead of the outbox, until :meth:`release_held`.
         """
+        if self.refusing is not None:
+            raise StoreFullError(self.refusing)
         for record in observations:
             if record.device_address != device_address:
                 raise ValueError(

@@ -177,6 +177,11 @@ class _Running(Collector):
         )
         pruned.add_metric([], storage.get("pruned_observations", 0))
         yield pruned
+        refused = CounterMetricFamily(
+            "bedside_store_refused_readings", "Readings refused while the store was full."
+        )
+        refused.add_metric([], storage.get("refused_readings", 0))
+        yield refused
 
     def _sensors(self) -> Iterator[Metric]:
         manager = self._metrics.manager
