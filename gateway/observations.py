@@ -115,7 +115,12 @@ class Ingest:
         self, status: SessionStatus, measurements: tuple[Measurement, ...], *, stored: bool
     ) -> None:
         sensor = self.sensor_info(status)
-        await self._device_changed(status, sensor)
+        try:
+            await self._device_changed(status, sensor)
+        except StoreFullError as exc:
+            self._known_devices.pop(status.address, None)  # recorded at the next reading
+            self._refused(status, len(measurements), str(exc))
+            return
         patient = self.patient()
         # Live readings after the gateway set the clock are stamped by the clock it just set.
         anchor = status.clock_anchor if stored or not status.clock_synced else None

@@ -38,12 +38,14 @@ from gateway.forward.errors import (
     TransientDeliveryError,
 )
 from gateway.store.aio import AsyncStore
+from gateway.store.errors import StoreFullError
 from gateway.store.models import OutboxItem
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_RESCAN_INTERVAL_S = 5.0
+FLUSH_RETRY_S = 5.0  # the store could not record outcomes (disk full): try again after this
 
 
 class Uplink(Protocol):
@@ -246,12 +248,20 @@ class OutboxPump:
         acked, self._acked = self._acked, []
         dead, self._dead = self._dead, []
         failures, self._failures = self._failures, {}
-        if failures:
-            await self.store.record_failures(failures)
-        if acked:
-            await self.store.mark_delivered(acked)
-        for seq, reason in dead:
-            await self.store.mark_dead(seq, reason)
+        try:
+            if failures:
+                await self.store.record_failures(failures)
+            if acked:
+                await self.store.mark_delivered(acked)
+            for seq, reason in dead:
+                await self.store.mark_dead(seq, reason)
+        except StoreFullError as exc:  # nothing recorded: keep the outcomes, try again later
+            self._acked[:0], self._dead[:0] = acked, dead
+            self._failures = failures | self._failures
+            log.warning("%s: outcomes not recorded yet: %s", self.uplink.name, exc)
+            await asyncio.sleep(FLUSH_RETRY_S)
+            self._flush_needed.set()
+            return
         if acked or dead:
             self._settled += 1
             self._known.difference_update(acked)

@@ -26,6 +26,7 @@ from gateway.fhir.audit import audit_entry, audit_event
 from gateway.fhir.bundle import transaction_bundle
 from gateway.fhir.resource import MappedResource
 from gateway.store import audit as audit_table
+from gateway.store.errors import StoreFullError
 from gateway.store.models import TopicKind
 from gateway.store.store import Store, store_path
 
@@ -114,8 +115,11 @@ class AuditForwarder:
     async def run(self) -> None:
         while True:
             self._trail.written.clear()
-            while await self.forward_once() == BATCH:
-                pass
+            try:
+                while await self.forward_once() == BATCH:
+                    pass
+            except StoreFullError as exc:  # the entries stay unforwarded: the next round
+                log.warning("audit entries not forwarded yet: %s", exc)
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
             # arrives as the event is set (an entry written while the gateway stops).
             with contextlib.suppress(TimeoutError):

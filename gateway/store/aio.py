@@ -15,6 +15,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import queue
+import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
-from gateway.store.errors import StoreClosedError
+from gateway.store.errors import StoreClosedError, StoreFullError
 from gateway.store.models import (
     DeviceRecord,
     ObservationRecord,
@@ -67,6 +69,28 @@ def _resolve(outcomes: list[_Outcome]) -> None:
             job.future.set_result(value)
 
 
+DISK_FULL: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+
+
+def disk_full(store: Store, exc: Exception) -> Exception:
+    """SQLite's "database or disk is full" (or a failed write) as :class:`StoreFullError` with
+    what to do; any other error as it is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (
+        not isinstance(exc, sqlite3.OperationalError)
+        or code is None
+        or code & 0xFF not in DISK_FULL
+    ):
+        return exc
+    free = shutil.disk_usage(store.path.parent).free
+    error = StoreFullError(
+        f"the disk holding {store.path} is full ({free} bytes free): free space there; the "
+        "gateway goes on as soon as it can write again"
+    )
+    error.__cause__ = exc
+    return error
+
+
 class _StoreThread(threading.Thread):
     """A thread owning one :class:`Store`; runs submitted jobs in order."""
 
@@ -107,7 +131,7 @@ class _StoreThread(threading.Thread):
         try:
             value = job.fn(store)
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
-            self._deliver([(job, None, exc)])
+            self._deliver([(job, None, disk_full(store, exc))])
         else:
             self._deliver([(job, value, None)])
 
@@ -119,9 +143,9 @@ class _StoreThread(threading.Thread):
                     try:
                         outcomes.append((job, job.fn(store), None))
                     except Exception as exc:  # noqa: BLE001 - its savepoint rolled back alone
-                        outcomes.append((job, None, exc))
+                        outcomes.append((job, None, disk_full(store, exc)))
         except Exception as exc:  # noqa: BLE001 - the COMMIT failed: every write failed
-            outcomes = [(job, None, exc) for job in jobs]
+            outcomes = [(job, None, disk_full(store, exc)) for job in jobs]
         self.group_commits += 1
         self._deliver(outcomes)
 

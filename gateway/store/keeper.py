@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from gateway.store import retention
+from gateway.store.errors import StoreFullError
 
 if TYPE_CHECKING:
     from gateway.store.aio import AsyncStore
@@ -72,6 +73,7 @@ class StoreKeeper:
         self.pruned_delivered = 0
         self.pruned_observations = 0
         self.refused_readings = 0  # readings refused while the store was full
+        self.disk_full: str | None = None  # the last pass failed: the disk is full
 
     def _prune_batch(self, store: Store) -> retention.Pruned:
         with store.transaction() as conn:
@@ -162,7 +164,8 @@ class StoreKeeper:
             "used_bytes": used,
             "budget_bytes": self.budget_bytes,
             "alarm_bytes": self.alarm_bytes,
-            "reason": self.reason(used) if used is not None else "not measured yet",
+            "reason": self.disk_full
+            or (self.reason(used) if used is not None else "not measured yet"),
             "pruned_observations": self.pruned_observations,
             "pruned_delivered": self.pruned_delivered,
             "refused_readings": self.refused_readings,
@@ -171,5 +174,12 @@ class StoreKeeper:
     async def run(self) -> None:
         """Maintain now and every ``maintain_every_s`` until cancelled."""
         while True:
-            await self.maintain_once()
+            try:
+                await self.maintain_once()
+            except StoreFullError as exc:
+                if self.state is not StorageState.FULL:
+                    log.warning("storage full: %s", exc)
+                self.state, self.disk_full = StorageState.FULL, str(exc)
+            else:
+                self.disk_full = None
             await asyncio.sleep(self._settings.maintain_every_s)
