@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.backoff import BackoffPolicy
+from gateway.forward import pump as pump_module
 from gateway.forward.backoff import Backoff, fast_policies
 from gateway.forward.errors import (
     ConnectionLostError,
@@ -24,7 +25,7 @@ from gateway.forward.errors import (
     TransientDeliveryError,
 )
 from gateway.forward.pump import OutboxPump
-from gateway.store import AsyncStore, OutboxItem, OutboxState
+from gateway.store import AsyncStore, OutboxItem, OutboxState, StoreFullError
 from tests.fixtures_mqtt import DEVICE, make_signer, record, transaction_bundle
 
 TIMEOUT_S = 20.0
@@ -190,3 +191,25 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert backoff.failures(ErrorClass.NETWORK) == 0
     with pytest.raises(ValueError, match="missing"):
         Backoff({ErrorClass.NETWORK: policy})
+
+
+async def test_outcomes_the_full_disk_could_not_record_are_recorded_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pump_module, "FLUSH_RETRY_S", 0.01)
+    uplink = ScriptedUplink(window=3)
+    async with pumping(tmp_path, uplink) as (store, pump):
+        real = store.mark_delivered
+        failures = [StoreFullError("the disk holding the store is full")]
+
+        async def full_once(seqs: list[int]) -> int:
+            if failures:
+                raise failures.pop()
+            return await real(seqs)
+
+        monkeypatch.setattr(store, "mark_delivered", full_once)
+        await add(store, "a", "b", "c")
+        await until(pump.progress, lambda: pump.stats.recorded == 3)
+        assert not failures  # the first flush failed
+        assert (await store.outbox_stats())["delivered"] == 3
+    assert uplink.sent == ["a", "b", "c"]  # nothing sent twice
