@@ -256,6 +256,7 @@ def doctor(
 
 def _register_subcommands() -> None:
     from gateway.assistant.commands import register as register_assistant
+    from gateway.backup_commands import register as register_backup
     from gateway.firmware.commands import register as register_firmware
     from gateway.forward.commands import register as register_forwarding
     from gateway.hospital.commands import register as register_hospital
@@ -274,6 +275,7 @@ def _register_subcommands() -> None:
     register_review(app)
     register_assistant(app)
     register_firmware(app)
+    register_backup(app)
 
 
 _register_subcommands()

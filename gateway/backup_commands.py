@@ -1,0 +1,83 @@
+"""``bedside backup OUT`` and ``bedside restore FILE`` (docs/contracts.md, "Backup and
+restore"). The passphrase comes from ``--passphrase-file``, else ``BEDSIDE_BACKUP_PASSPHRASE``,
+else a prompt (asked twice for a backup). Exit 0 with a JSON summary; 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+
+from gateway.command_options import ConfigOption, DataDirOption, fail
+from gateway.errors import BedsideError
+
+PASSPHRASE_ENV: Final = "BEDSIDE_BACKUP_PASSPHRASE"  # noqa: S105 - a variable name
+
+PassphraseFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help=f"A file holding the passphrase (else {PASSPHRASE_ENV}, else asked).",
+    ),
+]
+
+
+def _passphrase(path: Path | None, *, confirm: bool) -> str:
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            fail(f"{path}: cannot read the passphrase ({exc.strerror})")
+    given = os.environ.get(PASSPHRASE_ENV)
+    if given:
+        return given
+    answer: str = typer.prompt(
+        "Passphrase for the keys in the backup", hide_input=True, confirmation_prompt=confirm
+    )
+    return answer
+
+
+def backup(
+    out: Annotated[Path, typer.Argument(help="The backup file to write (a new file).")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    passphrase_file: PassphraseFileOption = None,
+) -> None:
+    """Back up the gateway while it runs: store, users, keys (encrypted), configuration."""
+    from gateway.backup import make_backup
+    from gateway.config import load_settings
+
+    try:
+        settings = load_settings(config, data_dir=data_dir)
+        secret = _passphrase(passphrase_file, confirm=True)
+        summary = make_backup(settings.data_dir, out, secret, config=config)
+    except BedsideError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(summary.as_json()))
+
+
+def restore(
+    file: Annotated[Path, typer.Argument(help="A file bedside backup wrote.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    passphrase_file: PassphraseFileOption = None,
+) -> None:
+    """Restore a backup into a new data directory (same gateway identity and keys)."""
+    from gateway.backup import restore_backup
+    from gateway.config import load_settings
+
+    try:
+        settings = load_settings(config, data_dir=data_dir)
+        secret = _passphrase(passphrase_file, confirm=False)
+        summary = restore_backup(file, settings.data_dir, secret)
+    except BedsideError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(summary.as_json()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backup")(backup)
+    app.command("restore")(restore)
