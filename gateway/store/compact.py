@@ -14,12 +14,14 @@ data stays in the text as it came.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
+import sys
+from array import array
 from collections.abc import Mapping
 from typing import Any, Final
 
-import numpy as np
 import zstandard
 
 from gateway.fhir import jsonio
@@ -27,7 +29,7 @@ from gateway.fhir import jsonio
 LEVEL: Final = 3
 TRAIN_ROWS: Final = 256  # Observations stored plain before the first dictionary is trained
 DICTIONARY_BYTES: Final = 16 * 1024
-WIDTHS: Final[dict[int, np.dtype[Any]]] = {w: np.dtype(f"<i{w}") for w in (1, 2, 4, 8)}
+WIDTHS: Final = {1: "b", 2: "h", 4: "i", 8: "q"}  # array type codes: 1, 2, 4, 8-byte ints
 CANONICAL: Final = re.compile(r"-?\d+(?: -?\d+)*")
 _compressor = zstandard.ZstdCompressor(level=LEVEL)
 _decompressor = zstandard.ZstdDecompressor()
@@ -37,28 +39,34 @@ class CompactError(ValueError):
     """Stored samples that cannot be read back (a corrupted row)."""
 
 
-def _width(deltas: np.ndarray[Any, np.dtype[np.int64]]) -> int:
-    low, high = (int(deltas.min()), int(deltas.max())) if deltas.size else (0, 0)
-    for width, dtype in WIDTHS.items():
-        info = np.iinfo(dtype)
-        if info.min <= low and high <= info.max:
+def _width(deltas: list[int]) -> int:
+    low, high = (min(deltas), max(deltas)) if deltas else (0, 0)
+    for width in WIDTHS:
+        bits = 8 * width - 1
+        if -(1 << bits) <= low and high < (1 << bits):
             return width
     raise OverflowError("a sample difference does not fit in 64 bits")
+
+
+def _little_endian(values: array[int]) -> array[int]:
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
 
 
 def encode_samples(data: str) -> bytes | None:
     """The packed form of a SampledData ``data`` string; None when it is not canonical."""
     if CANONICAL.fullmatch(data) is None:
         return None
+    values = [int(v) for v in data.split(" ")]
+    if " ".join(map(str, values)) != data:  # leading zeros, "-0"
+        return None
+    deltas = [values[0], *(b - a for a, b in itertools.pairwise(values))]
     try:
-        values = np.array(data.split(" "), dtype=np.int64)
+        width = _width(deltas)
     except OverflowError:
         return None
-    if " ".join(str(v) for v in values.tolist()) != data:  # leading zeros, "-0"
-        return None
-    deltas = np.diff(values, prepend=np.int64(0))
-    width = _width(deltas)
-    raw = deltas.astype(WIDTHS[width]).tobytes()
+    raw = _little_endian(array(WIDTHS[width], deltas)).tobytes()
     return bytes([width]) + _compressor.compress(raw)
 
 
@@ -70,8 +78,9 @@ def decode_samples(packed: bytes) -> str:
         raw = _decompressor.decompress(packed[1:])
     except zstandard.ZstdError as exc:
         raise CompactError(f"stored samples do not decompress: {exc}") from exc
-    deltas = np.frombuffer(raw, dtype=WIDTHS[packed[0]]).astype(np.int64)
-    return " ".join(map(str, np.cumsum(deltas).tolist()))
+    deltas = array(WIDTHS[packed[0]])
+    deltas.frombytes(raw)
+    return " ".join(map(str, itertools.accumulate(_little_endian(deltas))))
 
 
 def pack(resource: Mapping[str, Any]) -> tuple[str, bytes | None]:
