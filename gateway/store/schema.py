@@ -223,7 +223,7 @@ def _v5_compact_samples(conn: sqlite3.Connection) -> None:
     apart as compressed binary (existing rows packed here, in batches), the JSON compressed with
     a dictionary trained on the store's own Observations (new rows, once there is one); and the
     Bundle that carried each one, for retention (gateway/store/retention.py)."""
-    from gateway.store.compact import pack  # numpy and zstandard only for this step
+    from gateway.store.compact import pack  # zstandard only for this step
 
     _run(conn, _V5_COMPACT)
     after = 0
