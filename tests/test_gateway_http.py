@@ -259,3 +259,39 @@ async def test_bedside_demo_without_the_assistant_imports_no_model_code(tmp_path
     }
     assert "gateway" in imported  # the import log is there
     assert imported.isdisjoint(MODEL_CODE), sorted(imported & set(MODEL_CODE))
+
+
+async def test_a_step_of_the_wall_clock_changes_no_uptime_and_no_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An NTP step (forward a day, then back two) while sensors stream: the uptime stays
+    monotonic and no session is dropped (timers and backoff run on the monotonic clock)."""
+    from tests.harness import running_gateway, wait_until
+    from tests.sim_central import FAST
+
+    token = "clock-step-test-token-0123456789abcdef"
+    http = {"enabled": True, "port": 0, "token": token}
+    async with running_gateway(
+        tmp_path, ("thermo",), overrides=FAST, http=http, assistant={"enabled": False}
+    ) as run:
+        await wait_until(lambda: run.states() == {"thermo": "streaming"}, 30, "streaming")
+        base = f"http://127.0.0.1:{run.gateway.http_port}"
+        wall = time.time
+        async with aiohttp.ClientSession() as session:
+
+            async def uptime() -> float:
+                async with session.get(f"{base}/healthz") as answer:
+                    return float((await answer.json())["uptime_s"])
+
+            before = await uptime()
+            for step in (86_400.0, -2 * 86_400.0):
+                monkeypatch.setattr(time, "time", lambda s=step: wall() + s)
+                seen = run.status("thermo").observations
+                await wait_until(
+                    lambda seen=seen: run.status("thermo").observations > seen, 30, "readings"
+                )
+                now = await uptime()
+                assert before <= now < before + 60
+                before = now
+        assert run.states() == {"thermo": "streaming"}
+        assert run.status("thermo").reconnects == 0

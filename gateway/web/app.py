@@ -49,6 +49,7 @@ from gateway.web.services import (
     ASSISTANT,
     HEALTH,
     STARTED_AT,
+    UP_SINCE,
     AssistantServices,
     HealthCheck,
 )
@@ -140,7 +141,7 @@ async def healthz(request: web.Request) -> web.Response:
     body: dict[str, object] = {
         "status": "ok",
         "version": __version__,
-        "uptime_s": round(time.time() - app[STARTED_AT], 3),
+        "uptime_s": round(time.monotonic() - app[UP_SINCE], 3),  # an NTP step changes nothing
         "model": engine.model_info.name if engine is not None else None,
         "embedding_model": embeddings.name if embeddings is not None else None,
         **assistant.health(),
@@ -192,7 +193,8 @@ def build_app(
         raise ValueError("build_app: give either assistant or engine/embedder, not both")
     app[ASSISTANT] = assistant
     app[HEALTH] = dict(health or {})
-    app[STARTED_AT] = time.time()
+    app[STARTED_AT] = time.time()  # the models' "created" (a Unix time)
+    app[UP_SINCE] = time.monotonic()
     if rate_limits is not None:
         app[RATE_LIMITER] = RateLimiter(rate_limits)
 

@@ -132,6 +132,7 @@ class AssistantServices:
 ASSISTANT: Final = web.AppKey("assistant", AssistantServices)
 HEALTH: Final[web.AppKey[dict[str, HealthCheck]]] = web.AppKey("health")
 STARTED_AT: Final = web.AppKey("started_at", float)
+UP_SINCE: Final = web.AppKey("up_since", float)  # time.monotonic() at start: the uptime
 
 __all__ = [
     "ASSISTANT",
@@ -139,6 +140,7 @@ __all__ = [
     "HEALTH",
     "LOADING_MESSAGE",
     "STARTED_AT",
+    "UP_SINCE",
     "AssistantServices",
     "AssistantState",
     "HealthCheck",
