@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
 from gateway.command_options import ConfigOption, DataDirOption, fail
 from gateway.errors import BedsideError
+
+if TYPE_CHECKING:
+    from gateway.backup import Summary
 
 PASSPHRASE_ENV: Final = "BEDSIDE_BACKUP_PASSPHRASE"  # noqa: S105 - a variable name
 
@@ -40,6 +44,25 @@ def _passphrase(path: Path | None, *, confirm: bool) -> str:
     return answer
 
 
+def _run(
+    config: Path | None,
+    data_dir: Path | None,
+    passphrase_file: Path | None,
+    action: Callable[[Path, str], Summary],
+    *,
+    confirm: bool,
+) -> None:
+    """Resolve the data directory and the passphrase, run ``action``, print its summary."""
+    from gateway.config import load_settings
+
+    try:
+        settings = load_settings(config, data_dir=data_dir)
+        summary = action(settings.data_dir, _passphrase(passphrase_file, confirm=confirm))
+    except BedsideError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(summary.as_json()))
+
+
 def backup(
     out: Annotated[Path, typer.Argument(help="The backup file to write (a new file).")],
     config: ConfigOption = None,
@@ -48,15 +71,11 @@ def backup(
 ) -> None:
     """Back up the gateway while it runs: store, users, keys (encrypted), configuration."""
     from gateway.backup import make_backup
-    from gateway.config import load_settings
 
-    try:
-        settings = load_settings(config, data_dir=data_dir)
-        secret = _passphrase(passphrase_file, confirm=True)
-        summary = make_backup(settings.data_dir, out, secret, config=config)
-    except BedsideError as exc:
-        fail(str(exc))
-    typer.echo(json.dumps(summary.as_json()))
+    def action(directory: Path, secret: str) -> Summary:
+        return make_backup(directory, out, secret, config=config)
+
+    _run(config, data_dir, passphrase_file, action, confirm=True)
 
 
 def restore(
@@ -67,15 +86,8 @@ def restore(
 ) -> None:
     """Restore a backup into a new data directory (same gateway identity and keys)."""
     from gateway.backup import restore_backup
-    from gateway.config import load_settings
 
-    try:
-        settings = load_settings(config, data_dir=data_dir)
-        secret = _passphrase(passphrase_file, confirm=False)
-        summary = restore_backup(file, settings.data_dir, secret)
-    except BedsideError as exc:
-        fail(str(exc))
-    typer.echo(json.dumps(summary.as_json()))
+    _run(config, data_dir, passphrase_file, lambda d, s: restore_backup(file, d, s), confirm=False)
 
 
 def register(app: typer.Typer) -> None:
