@@ -141,7 +141,7 @@ class FirmwareService:
         """Every sensor with a session: the ``firmware`` part plus its image slots read now
         (``images``: None when it is not connected, has no SMP, or is busy updating — then the
         last slots read, if any)."""
-        sessions = (self.manager.session(row["address"]) for row in self.manager.sensors())
+        sessions = (self.manager.session(status.address) for status in self.manager.statuses())
         live = [s for s in sessions if s is not None]
         read = await asyncio.gather(*(self._read_slots(s) for s in live))
         rows = []

@@ -48,6 +48,11 @@ class Maintained:
     state: StorageState
 
 
+def _make_room(store: Store) -> tuple[retention.Pruned, retention.Usage]:
+    """One step of making room, and the usage after it (one trip to the writer thread)."""
+    return retention.make_room(store.conn), retention.usage(store.conn)
+
+
 def _give_back(store: Store) -> tuple[int, retention.Usage]:
     return retention.give_back(store.conn), retention.usage(store.conn)
 
@@ -104,12 +109,11 @@ class StoreKeeper:
                 break
         usage = await self._store.write(lambda store: retention.usage(store.conn))
         while usage.used_bytes > self.alarm_bytes * HEADROOM:
-            pruned = await self._store.write(lambda store: retention.make_room(store.conn))
+            pruned, usage = await self._store.write(_make_room)
             if not (pruned.delivered or pruned.observations):
                 break  # what is left must stay
             delivered += pruned.delivered
             observations += pruned.observations
-            usage = await self._store.write(lambda store: retention.usage(store.conn))
         returned, usage = await self._store.write(_give_back)
         self._set_state(usage)
         refusing = self.reason(usage.used_bytes) if self.state is StorageState.FULL else None
