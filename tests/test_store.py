@@ -64,7 +64,7 @@ def payload_bundle(payload: str) -> dict[str, Any]:
 
 
 def test_fresh_store_is_wal_at_the_latest_version(store: Store) -> None:
-    assert user_version(store.conn) == len(MIGRATIONS) == 5
+    assert user_version(store.conn) == len(MIGRATIONS) == 6
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -2,8 +2,8 @@
 samples round-trip exactly, non-canonical data stays text, a mapped ECG Observation is read back
 as the same JSON, held readings keep their samples when a patient claims them, the version 4 →
 5 migration packs existing rows; once trained, a dictionary compresses the JSON and every row
-(also through another connection) reads back the same; a corrupted row is an error, not wrong
-data."""
+(also through another connection) reads back the same; the outbox's signed Bundles (version 6)
+likewise, sent exactly as signed; a corrupted row is an error, not wrong data."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.fhir import jsonio
+from gateway.forward.signing import verify_bundle
 from gateway.ieee11073.measurement import Measurement, SampleArray
 from gateway.ieee11073.numbers import Float
 from gateway.store import ObservationRecord, Store
@@ -178,8 +179,8 @@ def test_once_trained_a_dictionary_compresses_the_json_and_every_row_reads_back(
     with Store(path, signer=make_signer(KEY), uplinks=("mqtt",)) as store:
         for reading in readings:
             store.add_observations(DEVICE, [reading], transaction_bundle)
-        (dictionaries,) = store.conn.execute("SELECT count(*) FROM dictionaries").fetchone()
-        assert dictionaries == 1
+        purposes = store.conn.execute("SELECT purpose FROM dictionaries ORDER BY id").fetchall()
+        assert sorted(purpose for (purpose,) in purposes) == ["bundles", "observations"]
         rows = store.conn.execute(
             "SELECT identifier, resource, body, samples FROM observations ORDER BY row"
         ).fetchall()
@@ -194,6 +195,37 @@ def test_once_trained_a_dictionary_compresses_the_json_and_every_row_reads_back(
     with Store(path) as reader:  # another connection loads the dictionary when it meets it
         read = {o.identifier: jsonio.dumps(o.resource) for o in reader.latest_observations(1000)}
     assert read == expected
+
+
+def test_the_outbox_keeps_signed_bundles_compressed_and_sends_them_as_signed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "g.sqlite3"
+    readings = _readings(TRAIN_ROWS + 60)
+    with Store(path, signer=make_signer(KEY), uplinks=("mqtt", "https")) as store:
+        for reading in readings:
+            store.add_observations(DEVICE, [reading], transaction_bundle)
+        rows = store.conn.execute(
+            "SELECT uplink, payload, body, dictionary, size FROM outbox ORDER BY seq"
+        ).fetchall()
+        items = store.pending_items("mqtt", limit=10_000)
+    plain = [r for r in rows if r["body"] is None]
+    packed = [r for r in rows if r["body"] is not None]
+    assert len(plain) == 2 * TRAIN_ROWS  # one per uplink until a dictionary could be trained
+    assert len(packed) == 2 * 60
+    assert all(r["payload"] == "" for r in packed)
+    assert sum(len(r["body"]) for r in packed) < sum(r["size"] for r in packed) / 5
+    # what is sent is the signed Bundle as it was signed, for every item, old or packed
+    assert len(items) == len(readings)
+    for item, reading in zip(items, readings, strict=True):
+        bundle = jsonio.loads(item.payload)
+        assert jsonio.dumps(bundle) == item.payload
+        assert bundle["entry"][0]["resource"] == jsonio.loads(jsonio.dumps(reading.resource))
+        assert verify_bundle(bundle, {KEY.kid: KEY.public_key}) == KEY.kid
+    with Store(path) as reader:  # another connection loads the dictionary when it meets it
+        assert [i.payload for i in reader.pending_items("https", limit=10_000)] == [
+            i.payload for i in items
+        ]
 
 
 def test_a_corrupted_compressed_row_is_an_error(tmp_path: Path) -> None:

@@ -69,6 +69,33 @@ def test_what_goes_and_what_stays(tmp_path: Path) -> None:
         assert (again.delivered, again.observations) == (0, 0)
 
 
+def test_delivered_items_go_by_when_they_were_delivered_not_by_when_they_were_enqueued(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    with Store(
+        tmp_path / "g.sqlite3", signer=make_signer(KEY), uplinks=("https", "mqtt"), clock=clock
+    ) as store:
+        for name in ("a", "b", "c"):
+            store.add_observations(DEVICE, [record(name)], transaction_bundle)
+        mqtt = [item.seq for item in store.pending_items("mqtt", limit=10)]
+        https = [item.seq for item in store.pending_items("https", limit=10)]
+        store.mark_delivered(mqtt)  # delivered at once
+        clock.now = START + 3 * DAY
+        store.mark_delivered(https)  # the other uplink was down for three days
+
+        clock.now = START + 3.5 * DAY
+        for _ in range(3):  # one at a time: the oldest deliveries first, the recent ones stay
+            with store.transaction() as conn:
+                assert prune(conn, now=clock.now, retention_days=30, delivered_keep_days=1,
+                             limit=1).delivered == 1  # fmt: skip
+        with store.transaction() as conn:
+            assert prune(conn, now=clock.now, retention_days=30, delivered_keep_days=1) == Pruned(
+                0, 0
+            )
+        assert [item.seq for item in store.outbox_items(limit=10)] == https
+
+
 def test_without_uplinks_old_observations_go(tmp_path: Path) -> None:
     clock = Clock()
     with Store(tmp_path / "g.sqlite3", clock=clock) as store:

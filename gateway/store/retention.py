@@ -24,10 +24,19 @@ from gateway.store.store import to_text
 BATCH: Final = 2000
 ROOM_BATCH: Final = 200  # making room: small steps, the usage is measured between them
 # An Observation (``o``) that may go: its Bundle is delivered or gone (or there never was one),
-# and it is not held for want of a patient.
-FORWARDED: Final = """NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = o.bundle
-                                     AND state != 'delivered')
+# and it is not held for want of a patient. Parameter 1: the uplinks the outbox holds items for
+# (a JSON array, from UPLINKS), so that the lookup uses the outbox's (uplink, id) index.
+FORWARDED: Final = """NOT EXISTS (SELECT 1 FROM outbox
+                      WHERE uplink IN (SELECT value FROM json_each(?1))
+                        AND outbox.id = o.bundle AND state != 'delivered')
     AND o.identifier NOT IN (SELECT value FROM held, json_each(held.keys))"""
+# The distinct uplinks in the outbox, one index seek each (not a scan of every item).
+UPLINKS: Final = """WITH RECURSIVE u(name) AS (
+        SELECT min(uplink) FROM outbox
+        UNION ALL
+        SELECT (SELECT min(uplink) FROM outbox WHERE uplink > u.name) FROM u
+        WHERE u.name IS NOT NULL)
+    SELECT json_group_array(name) FROM u WHERE name IS NOT NULL"""
 VACUUM_PAGES: Final = 4096  # pages given back per call (16 MiB with 4 KiB pages)
 
 
@@ -51,36 +60,43 @@ def prune(
     call inside ``Store.transaction()``)."""
     delivered = conn.execute(
         """DELETE FROM outbox WHERE seq IN (
-               SELECT seq FROM outbox WHERE state = 'delivered' AND updated < ?
-               ORDER BY seq LIMIT ?)""",
+               SELECT seq FROM outbox INDEXED BY outbox_delivered
+               WHERE state = 'delivered' AND updated < ?
+               ORDER BY updated LIMIT ?)""",
         (to_text(now - dt.timedelta(days=delivered_keep_days)), limit),
     ).rowcount
     observations = conn.execute(
         f"""DELETE FROM observations WHERE row IN (
-               SELECT row FROM observations AS o WHERE received < ? AND {FORWARDED}
-               ORDER BY row LIMIT ?)""",  # noqa: S608 - a constant condition
-        (to_text(now - dt.timedelta(days=retention_days)), limit),
+               SELECT row FROM observations AS o WHERE received < ?2 AND {FORWARDED}
+               ORDER BY received, row LIMIT ?3)""",  # noqa: S608 - a constant condition
+        (_uplinks(conn), to_text(now - dt.timedelta(days=retention_days)), limit),
     ).rowcount
     return Pruned(delivered, observations)
 
 
 def make_room(conn: sqlite3.Connection, *, limit: int = ROOM_BATCH) -> Pruned:
-    """Over the disk budget: delete the oldest delivered outbox items, else (none left) the
+    """Over the disk budget: delete the outbox items delivered longest ago, else (none left) the
     oldest forwarded Observations whatever their age — at most ``limit`` rows; never anything
     still to be sent or held. Nothing deleted: nothing more can go."""
     delivered = conn.execute(
         """DELETE FROM outbox WHERE seq IN (
-               SELECT seq FROM outbox WHERE state = 'delivered' ORDER BY seq LIMIT ?)""",
+               SELECT seq FROM outbox INDEXED BY outbox_delivered
+               WHERE state = 'delivered' ORDER BY updated LIMIT ?)""",
         (limit,),
     ).rowcount
     if delivered:
         return Pruned(delivered, 0)
     observations = conn.execute(
         f"""DELETE FROM observations WHERE row IN (
-               SELECT row FROM observations AS o WHERE {FORWARDED} ORDER BY row LIMIT ?)""",  # noqa: S608 - a constant condition
-        (limit,),
+               SELECT row FROM observations AS o WHERE {FORWARDED} ORDER BY row LIMIT ?2)""",  # noqa: S608 - a constant condition
+        (_uplinks(conn), limit),
     ).rowcount
     return Pruned(0, observations)
+
+
+def _uplinks(conn: sqlite3.Connection) -> str:
+    (names,) = conn.execute(UPLINKS).fetchone()
+    return str(names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -245,12 +245,33 @@ def _v5_compact_samples(conn: sqlite3.Connection) -> None:
         after = rows[-1][0]
 
 
+_V6_COMPACT_OUTBOX = (
+    # what a dictionary was trained on: Observations (version 5) or the outbox's signed Bundles
+    """ALTER TABLE dictionaries ADD COLUMN purpose TEXT NOT NULL DEFAULT 'observations'
+        CHECK (purpose IN ('observations', 'bundles'))""",
+    # a payload is either the text, or '' with the compressed text in body and its dictionary
+    "ALTER TABLE outbox ADD COLUMN body BLOB",
+    "ALTER TABLE outbox ADD COLUMN dictionary INTEGER REFERENCES dictionaries(id)",
+    # retention finds a Bundle by (uplink, id), the unique index; this one only cost every insert
+    "DROP INDEX outbox_id",
+    # delivered items by delivery time, for retention (entries only once an item is delivered)
+    "CREATE INDEX outbox_delivered ON outbox(updated) WHERE state = 'delivered'",
+)
+
+
+def _v6_compact_outbox(conn: sqlite3.Connection) -> None:
+    """Signed Bundles in the outbox compressed with a dictionary trained on them (version 6;
+    gateway/store/compact.py). Items enqueued before stay as they are, readable as ever."""
+    _run(conn, _V6_COMPACT_OUTBOX)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_devices_observations,
     _v2_outbox,
     _v3_patient_held,
     _v4_review_audit,
     _v5_compact_samples,
+    _v6_compact_outbox,
 )
 """Append only: never edit or reorder a released migration."""
 

@@ -93,22 +93,10 @@ class _Group:
     savepoints: int = 0
 
 
-_OUTBOX_COLUMNS = "seq, id, uplink, kind, payload, state, attempts, last_error, created, updated"
-
-
-def _outbox_item(row: sqlite3.Row) -> OutboxItem:
-    return OutboxItem(
-        seq=row["seq"],
-        id=row["id"],
-        uplink=row["uplink"],
-        kind=TopicKind(row["kind"]),
-        payload=row["payload"],
-        state=OutboxState(row["state"]),
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created=from_text(row["created"]),
-        updated=from_text(row["updated"]),
-    )
+_OUTBOX_COLUMNS = (
+    "seq, id, uplink, kind, payload, body, dictionary, state, attempts, last_error, created, "
+    "updated"
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -159,6 +147,7 @@ class Store:
             raise
         self._conn: sqlite3.Connection | None = conn
         self._codec = compact.ResourceCodec()
+        self._bundles = compact.bundle_codec()
         self.refusing: str | None = None  # why new readings are refused (the store is full)
 
     # -- connection and transactions -------------------------------------------------------------
@@ -334,16 +323,34 @@ class Store:
                     f"not {device_address}"
                 )
         received = self._now()
-        new: list[ObservationRecord] = []
-        rows: list[int] = []
         with self._write(durable=bool(self.uplinks)) as conn:
             self._codec.prepare(conn, received)
-            for record in observations:
-                cursor = conn.execute(
-                    """INSERT INTO observations (identifier, code, device_address, effective,
-                           received, resource, body, dictionary, samples, patient)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (identifier) DO NOTHING""",
+            new = self._not_stored(conn, observations)
+            bundle = (
+                bundle_factory([dict(record.resource) for record in new])
+                if new and self.uplinks
+                else None
+            )
+            bundle_id: str | None = None
+            if bundle is not None and hold:
+                conn.execute(
+                    """INSERT INTO held (reason, kind, bundle, keys, readings, created)
+                       VALUES ('no patient', ?, ?, ?, ?, ?)""",
+                    (
+                        TopicKind.OBSERVATIONS.value,
+                        jsonio.dumps(dict(bundle)),
+                        json.dumps([record.identifier for record in new]),
+                        len(new),
+                        received,
+                    ),
+                )
+            elif bundle is not None:
+                bundle_id = self._enqueue(conn, TopicKind.OBSERVATIONS, bundle, received)
+            conn.executemany(
+                """INSERT INTO observations (identifier, code, device_address, effective,
+                       received, resource, body, dictionary, samples, patient, bundle)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
                     (
                         record.identifier,
                         record.code,
@@ -352,36 +359,32 @@ class Store:
                         received,
                         *self._codec.pack(record.resource),
                         patient,
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    new.append(record)
-                    rows.append(int(cursor.lastrowid or 0))
-            bundle = (
-                bundle_factory([dict(record.resource) for record in new])
-                if new and self.uplinks
-                else None
+                        bundle_id,
+                    )
+                    for record in new
+                ],
             )
-            if bundle is not None:
-                if hold:
-                    conn.execute(
-                        """INSERT INTO held (reason, kind, bundle, keys, readings, created)
-                           VALUES ('no patient', ?, ?, ?, ?, ?)""",
-                        (
-                            TopicKind.OBSERVATIONS.value,
-                            jsonio.dumps(dict(bundle)),
-                            json.dumps([record.identifier for record in new]),
-                            len(new),
-                            received,
-                        ),
-                    )
-                else:
-                    bundle_id = self._enqueue(conn, TopicKind.OBSERVATIONS, bundle, received)
-                    conn.executemany(
-                        "UPDATE observations SET bundle = ? WHERE row = ?",
-                        [(bundle_id, row) for row in rows],
-                    )
         return [record.identifier for record in new]
+
+    @staticmethod
+    def _not_stored(
+        conn: sqlite3.Connection, observations: Sequence[ObservationRecord]
+    ) -> list[ObservationRecord]:
+        """``observations`` not stored yet, each identifier once, in input order."""
+        stored = {
+            identifier
+            for (identifier,) in conn.execute(
+                """SELECT identifier FROM observations
+                   WHERE identifier IN (SELECT value FROM json_each(?))""",
+                (json.dumps([record.identifier for record in observations]),),
+            )
+        }
+        new: list[ObservationRecord] = []
+        for record in observations:
+            if record.identifier not in stored:
+                stored.add(record.identifier)
+                new.append(record)
+        return new
 
     def release_held(self, reference: str, *, after: datetime | None, before: datetime) -> Released:
         """Give the held readings received in ``(after, before]`` to the patient ``reference``.
@@ -493,16 +496,33 @@ class Store:
     ) -> str:
         bundle_id = str(signed["id"])
         payload = jsonio.dumps(signed)
-        size = len(payload.encode("utf-8"))
-        for uplink in self.uplinks:
-            conn.execute(
-                """INSERT INTO outbox (id, uplink, kind, payload, size, created, updated)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (uplink, id) DO NOTHING""",
-                (bundle_id, uplink, kind.value, payload, size, now, now),
-            )
+        size = len(payload.encode("utf-8"))  # the bytes to send, whatever is stored
+        self._bundles.prepare(conn, now)
+        stored = self._bundles.compress(payload)
+        conn.executemany(
+            """INSERT INTO outbox (id, uplink, kind, payload, body, dictionary, size, created,
+                   updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (uplink, id) DO NOTHING""",
+            [(bundle_id, uplink, kind.value, *stored, size, now, now) for uplink in self.uplinks],
+        )
         self._enforce_quota(conn)
         return bundle_id
+
+    def _outbox_item(self, row: sqlite3.Row) -> OutboxItem:
+        return OutboxItem(
+            seq=row["seq"],
+            id=row["id"],
+            uplink=row["uplink"],
+            kind=TopicKind(row["kind"]),
+            payload=self._bundles.decompress(
+                self.conn, row["payload"], row["body"], row["dictionary"]
+            ),
+            state=OutboxState(row["state"]),
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            created=from_text(row["created"]),
+            updated=from_text(row["updated"]),
+        )
 
     def _usage(self, conn: sqlite3.Connection) -> dict[OutboxState, tuple[int, int]]:
         rows = conn.execute("SELECT state, items, bytes FROM outbox_usage").fetchall()
@@ -530,7 +550,7 @@ class Store:
                 ORDER BY seq LIMIT ?""",  # noqa: S608 - a constant column list, values bound
             (uplink, after_seq, limit),
         ).fetchall()
-        return [_outbox_item(row) for row in rows]
+        return [self._outbox_item(row) for row in rows]
 
     def outbox_items(
         self, *, uplink: str | None = None, state: OutboxState | None = None, limit: int = 100
@@ -542,7 +562,7 @@ class Store:
                 ORDER BY seq LIMIT ?3""",  # noqa: S608 - a constant column list, values bound
             (uplink, None if state is None else state.value, limit),
         ).fetchall()
-        return [_outbox_item(row) for row in rows]
+        return [self._outbox_item(row) for row in rows]
 
     def mark_delivered(self, seqs: Iterable[int]) -> int:
         """Acknowledged items → delivered; returns how many changed."""
