@@ -543,7 +543,7 @@ class Gateway:
         }
 
     async def summary(self) -> dict[str, Any]:
-        """The headless demo's JSON summary (devices, counts by code, counters, outbox)."""
+        """The headless demo's JSON summary (devices, counts by code, counters, outbox, storage)."""
         statuses = self.manager.statuses() if self.manager is not None else []
         store = self.store
         counts = await store.observation_counts() if store is not None else {}
@@ -582,6 +582,7 @@ class Gateway:
             "patient": self.patients.as_json() if self.patients is not None else None,
             "outbox": {k: outbox.get(k, 0) for k in ("pending", "delivered", "dead", "held")}
             | {"quota_alarm": bool(outbox.get("quota_alarm", False))},
+            "storage": self.keeper.as_json() if self.keeper is not None else None,
         }
 
 
