@@ -178,7 +178,10 @@ class Gateway:
         signer = build_signer(self.data_dir, {"reference": gateway_full_url(self.info)})
         self.key_id = signer.kid
         uplinks = build_uplinks(self.forward_settings)
-        store = await open_store(self.data_dir, self.forward_settings, signer, uplinks)
+        store = await sdnotify.while_starting(
+            open_store(self.data_dir, self.forward_settings, signer, uplinks),
+            "opening the database (an upgrade of a large one can take minutes)",
+        )
         self.store, self.keeper = store, self._keeper(store)
         try:
             async with AsyncExitStack() as stack:

@@ -1,12 +1,19 @@
-"""systemd notification protocol (sd_notify(3)): READY, STATUS, WATCHDOG, STOPPING.
+"""systemd notification protocol (sd_notify(3)): READY, STATUS, WATCHDOG, STOPPING,
+EXTEND_TIMEOUT_USEC.
 
 A datagram to ``$NOTIFY_SOCKET``; without that variable (not under systemd) every call is a no-op.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from collections.abc import Awaitable
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+EXTEND_EVERY_S: Final = 10.0
 
 
 def notify(*fields: str) -> bool:
@@ -34,3 +41,20 @@ def watchdog_interval_s() -> float | None:
         return int(usec) / 2_000_000
     except ValueError:
         return None
+
+
+async def while_starting(
+    awaitable: Awaitable[T], status: str, every_s: float = EXTEND_EVERY_S
+) -> T:
+    """Await ``awaitable``, telling systemd every ``every_s`` it takes that the start goes on
+    (``EXTEND_TIMEOUT_USEC``, three periods ahead) and what it is doing (``STATUS``): for work
+    done once at start that can outlast the unit's start timeout, such as a database upgrade."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every_s)
+            if done:
+                return task.result()
+            notify(f"EXTEND_TIMEOUT_USEC={int(3 * every_s * 1_000_000):d}", f"STATUS={status}")
+    finally:
+        task.cancel()  # a no-op once it is done

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
+from gateway.store import retention
 from gateway.store.errors import StoreClosedError, StoreFullError
 from gateway.store.models import (
     DeviceRecord,
@@ -180,6 +181,17 @@ class _StoreThread(threading.Thread):
             store.close()
 
 
+def _writer_store(store: Store) -> Store:
+    """The writer's store, made ready for retention (before the reader opens: the one-time
+    conversion's VACUUM needs the database to itself)."""
+    try:
+        retention.make_incremental(store.conn, store.path)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 class AsyncStore:
     """Asyncio facade over :class:`Store` (same arguments); create with :meth:`open`."""
 
@@ -202,8 +214,8 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         writer = _StoreThread(
             "store-writer",
-            lambda: Store(
-                path, signer=signer, uplinks=uplinks, quota_bytes=quota_bytes, clock=clock
+            lambda: _writer_store(
+                Store(path, signer=signer, uplinks=uplinks, quota_bytes=quota_bytes, clock=clock)
             ),
             loop,
             group_writes=True,

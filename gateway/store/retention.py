@@ -9,14 +9,20 @@
 
 Each call deletes at most ``limit`` rows of each kind (short write transactions: the gateway keeps
 storing readings between them); the caller repeats while there is more. Space freed is reused by
-SQLite and given back to the filesystem by :func:`give_back`.
+SQLite and given back to the filesystem by :func:`give_back` — in a database made before schema 5
+once :func:`make_incremental` has converted it, when the gateway opens it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import shutil
 import sqlite3
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from gateway.store.store import to_text
@@ -37,6 +43,8 @@ UPLINKS: Final = """WITH RECURSIVE u(name) AS (
         SELECT (SELECT min(uplink) FROM outbox WHERE uplink > u.name) FROM u
         WHERE u.name IS NOT NULL)
     SELECT json_group_array(name) FROM u WHERE name IS NOT NULL"""
+log = logging.getLogger(__name__)
+
 VACUUM_PAGES: Final = 4096  # pages given back per call (16 MiB with 4 KiB pages)
 
 
@@ -130,3 +138,45 @@ def give_back(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> int:
         f"PRAGMA incremental_vacuum({int(pages):d}); PRAGMA wal_checkpoint(TRUNCATE);"
     )
     return before - usage(conn).file_bytes
+
+
+INCREMENTAL: Final = 2  # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
+
+
+def make_incremental(conn: sqlite3.Connection, path: Path) -> bool:
+    """Convert a database made before schema 5 to ``auto_vacuum = INCREMENTAL`` (so that
+    :func:`give_back` can return freed pages): once, with a full ``VACUUM``, which rewrites the
+    file through a temporary copy and the WAL. Skipped, with a warning, while the disk lacks room
+    for that (twice the file, the copy in the temporary directory); tried again at the next
+    start. Returns True when it converted. Outside a transaction, before other work."""
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    if int(mode) == INCREMENTAL:
+        return False
+    size = usage(conn).file_bytes
+    room = {
+        "the data directory": (shutil.disk_usage(path.parent).free, 2 * size),
+        "the temporary directory": (shutil.disk_usage(tempfile.gettempdir()).free, size),
+    }
+    for where, (free, needed) in room.items():
+        if free < needed:
+            log.warning(
+                "%s: not converted for incremental vacuum (freed space stays in the file, "
+                "reused): %s has %d bytes free, %d needed; free some and restart",
+                path,
+                where,
+                free,
+                needed,
+            )
+            return False
+    log.info("%s: converting for incremental vacuum, once (%d bytes)", path, size)
+    started = time.monotonic()
+    conn.execute(f"PRAGMA auto_vacuum = {INCREMENTAL:d}")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.info(
+        "%s: converted in %.1f s, now %d bytes",
+        path,
+        time.monotonic() - started,
+        usage(conn).file_bytes,
+    )
+    return True
