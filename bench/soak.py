@@ -5,8 +5,11 @@ In this process, as the tests run it (``tests/harness.py``): the firmware simula
 BP, thermometer; ``normal`` scenario, default timing) and the real gateway attached to it over
 Bumble, with a patient configured (else readings are held, not sent), an MQTT uplink to a private
 mosquitto started here (``tests/mosquitto.py``; no subscriber: the outbox fills and drains as in
-production), the store keeper every 30 s within ``--max-mib`` and ``--retention-days``; no HTTP
-API, no assistant.
+production), the store keeper every 30 s within ``--max-mib`` and ``--retention-days``. With
+``--consult-every-min M`` also the HTTP API and the assistant (the embedded model): every M
+minutes a consultation over the API — opened, asked one question (its replies may request
+measurements from the sensors), closed into a draft DiagnosticReport — timed and counted; use it
+with the standard set (``--sensors 4``). Without it: no HTTP API, no assistant.
 
 Every ``--sample-s``: this process's RSS, fds, asyncio tasks, CPU (all threads; the simulator
 shares the process), the database on disk (``gateway.sqlite3`` + ``-wal``), the keeper's
@@ -33,6 +36,7 @@ import logging
 import math
 import os
 import resource
+import secrets
 import signal
 import sqlite3
 import statistics
@@ -41,9 +45,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests/
 
@@ -52,6 +58,7 @@ from gateway.store.settings import MIB
 from gateway.store.store import STORE_FILENAME
 from tests.harness import Running, gateway_on
 from tests.mosquitto import BrokerError, Mosquitto
+from tests.sse import sse
 
 GOALS = {  # and the database on disk never over store.max_bytes
     "rss_mib_per_hour_below": 1.0,
@@ -63,6 +70,9 @@ MAINTAIN_EVERY_S = 30.0
 SEED = 1
 PATIENT = {"reference": "Patient/soak"}
 WARNINGS_KEPT = 10
+QUESTION = "How is the patient doing? Check what you need."
+CONSULTATION_LIMIT_S = 600.0  # one consultation taking longer counts as failed
+ASSISTANT_LOAD_LIMIT_S = 300.0
 TIME_ACCELERATION = "none: firmware_sim has no time-scale option; a simulated day is a real day"
 
 
@@ -223,6 +233,64 @@ async def sample_until(
     return samples
 
 
+# -- consultations ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Consultations:
+    """A consultation every ``every_s`` through the gateway's own API, as a clinician's client
+    would: timed, failures kept with their reason."""
+
+    every_s: float
+    token: str
+    seconds: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    async def run(self, running: Running, began: float) -> None:
+        gateway = running.gateway
+        async with asyncio.timeout(ASSISTANT_LOAD_LIMIT_S):
+            while gateway.assistant is None or gateway.assistant.state != "ready":  # noqa: ASYNC110 - a state, no event, while it loads
+                await asyncio.sleep(1)
+        base = f"http://127.0.0.1:{gateway.http_port}/api/consultations"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            k = 1
+            while True:
+                await asyncio.sleep(max(0.0, began + k * self.every_s - time.monotonic()))
+                k += 1
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(CONSULTATION_LIMIT_S):
+                        await self.one(http, base)
+                except (TimeoutError, aiohttp.ClientError, AssertionError) as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    self.seconds.append(time.monotonic() - started)
+
+    @staticmethod
+    async def one(http: aiohttp.ClientSession, base: str) -> None:
+        async with http.post(base, json={}) as response:
+            assert response.status == 201, await response.text()
+            cid = (await response.json())["id"]
+        async with http.post(f"{base}/{cid}/messages", json={"content": QUESTION}) as response:
+            assert response.status == 200, await response.text()
+            events = [name async for name, _ in sse(response)]
+            assert events[-1:] == ["done"], events[-3:]
+        async with http.post(f"{base}/{cid}/close") as response:
+            assert response.status == 200, await response.text()
+
+    def as_json(self) -> dict[str, Any]:
+        ordered = sorted(self.seconds)
+        return {
+            "every_min": round(self.every_s / 60, 2),
+            "done": len(self.seconds),
+            "failed": len(self.failures),
+            "seconds_p50": round(statistics.median(ordered), 1) if ordered else None,
+            "seconds_max": round(ordered[-1], 1) if ordered else None,
+            "first_failures": self.failures[:WARNINGS_KEPT],
+        }
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 
@@ -351,18 +419,32 @@ async def soak(
         Mosquitto(Path(tmp) / "broker") as broker,
     ):
         data_dir = Path(tmp) / "gateway"
+        consultations = (
+            Consultations(args.consult_every_min * 60, secrets.token_urlsafe(24))
+            if args.consult_every_min
+            else None
+        )
+        served: dict[str, Any] = (
+            {"http": {"enabled": True, "port": 0, "token": consultations.token}}
+            if consultations is not None
+            else {"assistant": {"enabled": False}}
+        )
         async with (
             Simulator(sensor_kinds(args.sensors), scenario="normal", seed=SEED) as sim,
             gateway_on(
-                sim,
-                data_dir,
-                mqtt={"url": broker.url},
-                patient=PATIENT,
-                assistant={"enabled": False},
-                store=store,
+                sim, data_dir, mqtt={"url": broker.url}, patient=PATIENT, store=store, **served
             ) as running,
+            asyncio.TaskGroup() as tasks,
         ):
-            samples = await sample_until(Sampler(running, data_dir), args, stop)
+            sampler = Sampler(running, data_dir)
+            consulting = (
+                tasks.create_task(consultations.run(running, sampler.began), name="consultations")
+                if consultations is not None
+                else None
+            )
+            samples = await sample_until(sampler, args, stop)
+            if consulting is not None:
+                consulting.cancel()
             end = await state_at_end(running)
         with contextlib.closing(sqlite3.connect(data_dir / STORE_FILENAME)) as conn:  # closed
             checked = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
@@ -378,6 +460,7 @@ async def soak(
         "store": store,
         "time_acceleration": TIME_ACCELERATION,
         "process": "simulator, gateway and this bench share the process (RSS and CPU include all)",
+        "consultations": None if consultations is None else consultations.as_json(),
         **summary,
         "db_bytes_max": max((s.db_bytes for s in samples), default=None),
         "used_bytes_max": max((s.used_bytes or 0 for s in samples), default=None),
@@ -450,6 +533,12 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=20, help="simulated sensors (1..100)")
     parser.add_argument("--max-mib", type=int, default=64, help="store.max_bytes in MiB")
     parser.add_argument("--retention-days", type=float, default=30.0, help="store.retention_days")
+    parser.add_argument(
+        "--consult-every-min",
+        type=float,
+        default=0.0,
+        help="a consultation with the assistant every this many minutes (0: none)",
+    )
     parser.add_argument("--csv", type=Path, help="write the samples to this CSV file")
     parser.add_argument("--plot", type=Path, help="a PNG of RSS, database bytes and p99")
     args = parser.parse_args()
@@ -457,6 +546,8 @@ def main() -> None:
     args.warmup_s = args.warmup_minutes * 60
     if not 1 <= args.sensors <= 100 or args.sample_s <= 0 or args.max_mib < 1:
         parser.error("--sensors 1..100, --sample-s > 0, --max-mib ≥ 1")
+    if args.consult_every_min < 0:
+        parser.error("--consult-every-min ≥ 0 (0: no consultations)")
     try:
         print(json.dumps(asyncio.run(main_async(args))))
     except Exception as exc:  # noqa: BLE001 - no broker, a gateway that failed: say why
