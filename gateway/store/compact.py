@@ -118,11 +118,13 @@ class TextCodec:
     ``dictionaries``; a dictionary is never changed or removed, so every row stays readable).
     A row is either ``text`` (plain) or ``''`` with ``body`` = the compressed text and
     ``dictionary`` = its dictionary's id. ``latest`` selects the newest plain texts of the
-    table, newest first (parameter: how many)."""
+    table, newest first (parameter: how many); ``rows`` is a cheap upper bound of how many rows
+    the table ever had (its largest rowid), so that no write before training reads them all."""
 
-    def __init__(self, purpose: str, latest: str) -> None:
+    def __init__(self, purpose: str, latest: str, rows: str) -> None:
         self._purpose = purpose
         self._latest_sql = latest
+        self._rows_sql = rows
         self._compressors: dict[int, zstandard.ZstdCompressor] = {}
         self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
         self._latest: int | None = None
@@ -150,6 +152,9 @@ class TextCodec:
         if row[0] is not None:
             self._latest = int(row[0])
             self._load(conn, self._latest)
+            return
+        (rows,) = conn.execute(self._rows_sql).fetchone()
+        if (rows or 0) < TRAIN_ROWS:
             return
         texts: list[bytes | bytearray | memoryview] = [
             str(text).encode() for (text,) in conn.execute(self._latest_sql, (TRAIN_ROWS,))
@@ -198,6 +203,7 @@ class ResourceCodec:
         self._text = TextCodec(
             "observations",
             "SELECT resource FROM observations WHERE body IS NULL ORDER BY row DESC LIMIT ?",
+            "SELECT max(row) FROM observations",
         )
 
     def prepare(self, conn: sqlite3.Connection, now: str) -> None:
@@ -225,4 +231,5 @@ def bundle_codec() -> TextCodec:
         """SELECT payload FROM outbox
            WHERE uplink = (SELECT uplink FROM outbox ORDER BY seq DESC LIMIT 1)
              AND body IS NULL AND payload != '' ORDER BY seq DESC LIMIT ?""",
+        "SELECT max(seq) FROM outbox",
     )
