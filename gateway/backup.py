@@ -1,36 +1,43 @@
 """``bedside backup`` and ``bedside restore``: the whole gateway in one file, taken while it runs,
 put back on a new box with the same identity (docs/contracts.md, "Backup and restore").
 
-A backup is a gzip'd tar: ``manifest.json`` first (format, versions, the gateway's identity, the
-key derivation, and every file with its size and SHA-256), then the data directory's files. The
-SQLite databases are copied with SQLite's online backup API (a consistent snapshot while the
-gateway writes); the signing key is stored as encrypted PKCS#8 (any OpenSSL reads it with the
-passphrase); the other secrets (bond keys, API tokens, the TLS key, the demo's passwords) are
-sealed with AES-256-GCM under a key derived from the passphrase with scrypt. Model files are left
-out (they come from packages or ``models/`` and are checked by sha256); so are run-time files.
+A backup is a tar: ``manifest.json`` first, in the clear (format, versions, the gateway's
+identity, the key derivation, and every file with its size and the SHA-256 of what the tar holds
+for it), then every file of the data directory, each compressed with Zstandard and encrypted with
+AES-256-GCM (a random nonce per file, the file's path as associated data) under a key derived from
+the passphrase with scrypt: the store's Observations as much as the keys. The SQLite databases are
+copied with SQLite's online backup API (a consistent snapshot while the gateway writes). Model
+files are left out (they come from packages or ``models/`` and are checked by sha256); so are
+run-time files.
 
-Restore writes into a new, empty data directory, checking every file against the manifest; a
-wrong passphrase or a damaged file is one sentence and writes nothing of the secrets.
+Memory stays small whatever the store's size: every file goes through in chunks, sealed into a
+scratch directory beside the backup (so the tar knows each member's size), then into the tar.
+
+Restore writes into a new, empty data directory, checking every file against the manifest and its
+authentication tag; it builds the directory aside and moves it into place only when all of it
+checked out, so a wrong passphrase or a damaged file is one sentence and writes nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import hashlib
-import io
 import json
 import os
+import shutil
 import sqlite3
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
+import zstandard
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -38,18 +45,23 @@ from gateway import __version__
 from gateway.errors import BedsideError
 
 FORMAT: Final = "bedside-backup"
-VERSION: Final = 1
+VERSION: Final = 2
 MANIFEST: Final = "manifest.json"
-SIGNING_KEY: Final = "keys/signing-key.pem"
-SECRETS: Final = frozenset(
-    {"bonds.json", "api-token", "demo-token", "demo-users.json", "tls/key.pem"}
-)
+CIPHER: Final = "zstd+aes-256-gcm"
 SKIPPED_DIRS: Final = frozenset({"models"})
 SKIPPED_FILES: Final = frozenset({"api-url"})
 SKIPPED_SUFFIXES: Final = ("-wal", "-shm", "-journal")
 MIN_PASSPHRASE: Final = 8
 SCRYPT_N: Final = 2**15
 NONCE: Final = 12
+TAG: Final = 16
+CHUNK: Final = 1 << 20
+ZSTD_LEVEL: Final = 6
+NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+WRONG_PASSPHRASE: Final = "the passphrase does not open this backup"  # noqa: S105 - a message
+
+Progress = Callable[[int], None]
+"""Told the bytes just done: of the data directory's files (backup), of the backup (restore)."""
 
 
 class BackupError(BedsideError):
@@ -76,9 +88,8 @@ def _check_passphrase(passphrase: str) -> bytes:
     return passphrase.encode()
 
 
-def _derive(passphrase: bytes, salt: bytes) -> AESGCM:
-    key = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=8, p=1).derive(passphrase)
-    return AESGCM(key)
+def _derive(passphrase: bytes, salt: bytes) -> bytes:
+    return Scrypt(salt=salt, length=32, n=SCRYPT_N, r=8, p=1).derive(passphrase)
 
 
 def _files(data_dir: Path) -> Iterator[Path]:
@@ -92,23 +103,20 @@ def _files(data_dir: Path) -> Iterator[Path]:
         yield relative
 
 
-def _snapshot(path: Path) -> bytes:
-    """A consistent copy of a live SQLite database (the online backup API)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        copy = Path(scratch) / "copy.sqlite3"
-        source = sqlite3.connect(path)
-        target = sqlite3.connect(copy)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
-        return copy.read_bytes()
-
-
 def _is_sqlite(path: Path) -> bool:
     with path.open("rb") as file:
         return file.read(16) == b"SQLite format 3\0"
+
+
+def _snapshot(path: Path, copy: Path) -> None:
+    """A consistent copy of a live SQLite database (the online backup API)."""
+    source = sqlite3.connect(path)
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
 
 
 def _identity(data_dir: Path) -> dict[str, Any]:
@@ -122,8 +130,64 @@ def _identity(data_dir: Path) -> dict[str, Any]:
     return identity
 
 
+class _Sealer:
+    """A file-like sink: what is written goes out AES-256-GCM encrypted, hashed as stored."""
+
+    def __init__(self, out: IO[bytes], key: bytes, name: str) -> None:
+        nonce = os.urandom(NONCE)
+        self._encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+        self._encryptor.authenticate_additional_data(name.encode())
+        self._out, self.sha256, self.stored = out, hashlib.sha256(), 0
+        self._emit(nonce)
+
+    def _emit(self, data: bytes) -> None:
+        self._out.write(data)
+        self.sha256.update(data)
+        self.stored += len(data)
+
+    def write(self, data: bytes) -> int:
+        self._emit(self._encryptor.update(data))
+        return len(data)
+
+    def finish(self) -> None:
+        self._emit(self._encryptor.finalize())
+        self._emit(self._encryptor.tag)
+
+
+def _seal(source: Path, sealed: Path, key: bytes, name: str, progress: Progress) -> dict[str, Any]:
+    """Compress and encrypt ``source`` into ``sealed``; its manifest entry."""
+    size = 0
+    with source.open("rb") as src, sealed.open("wb") as out:
+        sealer = _Sealer(out, key, name)
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        while chunk := src.read(CHUNK):
+            sealer.write(compressor.compress(chunk))
+            size += len(chunk)
+            progress(len(chunk))
+        sealer.write(compressor.flush())
+        sealer.finish()
+    return {
+        "path": name,
+        "size": size,
+        "stored": sealer.stored,
+        "sha256": sealer.sha256.hexdigest(),
+    }
+
+
+def backup_size(data_dir: Path, config: Path | None = None) -> int:
+    """The bytes a backup of ``data_dir`` reads (for a progress bar; 0 for what is missing)."""
+    paths = [data_dir / relative for relative in _files(data_dir)] if data_dir.is_dir() else []
+    paths += [config] if config is not None else []
+    return sum(path.stat().st_size for path in paths if path.is_file())
+
+
 def make_backup(
-    data_dir: Path, out: Path, passphrase: str, *, config: Path | None = None
+    data_dir: Path,
+    out: Path,
+    passphrase: str,
+    *,
+    config: Path | None = None,
+    progress: Progress | None = None,
 ) -> Summary:
     """Write the backup of ``data_dir`` (and ``config``) to ``out`` (a new file)."""
     secret = _check_passphrase(passphrase)
@@ -131,73 +195,79 @@ def make_backup(
     if out.exists():
         raise BackupError(f"{out} exists: give a new file name")
     salt = os.urandom(16)
-    sealer = _derive(secret, salt)
-    entries: list[tuple[str, bytes, str | None]] = []
-    for relative in _files(data_dir):
-        path = data_dir / relative
-        name = relative.as_posix()
-        try:
-            if name == SIGNING_KEY:
-                key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-                data = key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.BestAvailableEncryption(secret),
-                )
-                entries.append((name, data, "pkcs8"))
-            elif name in SECRETS:
-                nonce = os.urandom(NONCE)
-                data = nonce + sealer.encrypt(nonce, path.read_bytes(), name.encode())
-                entries.append((name, data, "aes-256-gcm"))
-            elif _is_sqlite(path):
-                entries.append((name, _snapshot(path), None))
-            else:
-                entries.append((name, path.read_bytes(), None))
-        except OSError as exc:
-            raise BackupError(f"cannot read {path}: {exc.strerror}") from exc
-    if config is not None:
-        try:
-            entries.append((f"config/{config.name}", config.read_bytes(), None))
-        except OSError as exc:
-            raise BackupError(f"cannot read the configuration {config}: {exc.strerror}") from exc
-    nonce = os.urandom(NONCE)
-    check = nonce + sealer.encrypt(nonce, FORMAT.encode(), b"check")
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "gateway_version": __version__,
-        "gateway": gateway,
-        "kdf": {
-            "name": "scrypt",
-            "n": SCRYPT_N,
-            "r": 8,
-            "p": 1,
-            "salt": base64.b64encode(salt).decode(),
-            "check": base64.b64encode(check).decode(),  # opens with the right passphrase only
-        },
-        "files": [
-            {
-                "path": name,
-                "size": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "encrypted": how,
+    key = _derive(secret, salt)
+    told = progress or (lambda _n: None)
+    try:
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as scratch:
+            sealed = Path(scratch)
+            sources = [(relative.as_posix(), data_dir / relative) for relative in _files(data_dir)]
+            sources += [(f"config/{config.name}", config)] if config is not None else []
+            entries = []
+            for index, (name, path) in enumerate(sources):
+                entries.append(_backup_one(name, path, sealed, index, key, told))
+            nonce = os.urandom(NONCE)
+            check = nonce + AESGCM(key).encrypt(nonce, FORMAT.encode(), b"check")
+            manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "gateway_version": __version__,
+                "gateway": gateway,
+                "kdf": {
+                    "name": "scrypt",
+                    "n": SCRYPT_N,
+                    "r": 8,
+                    "p": 1,
+                    "salt": base64.b64encode(salt).decode(),
+                    "check": base64.b64encode(check).decode(),  # opens with the passphrase only
+                },
+                "cipher": CIPHER,
+                "files": entries,
             }
-            for name, data, how in entries
-        ],
-    }
-    partial = out.with_name(out.name + ".partial")
-    now = int(dt.datetime.now(dt.UTC).timestamp())
-    with tarfile.open(partial, "w:gz") as archive:
-        for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode())] + [
-            (name, data) for name, data, _ in entries
-        ]:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o600, now
-            archive.addfile(info, io.BytesIO(data))
-    os.chmod(partial, 0o600)
-    partial.replace(out)
+            (sealed / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            partial = out.with_name(out.name + ".partial")
+            with tarfile.open(partial, "w") as archive:
+                archive.add(sealed / MANIFEST, MANIFEST, filter=_private)
+                for index, entry in enumerate(entries):
+                    archive.add(sealed / str(index), entry["path"], filter=_private)
+            os.chmod(partial, 0o600)
+            partial.replace(out)
+    except OSError as exc:
+        out.with_name(out.name + ".partial").unlink(missing_ok=True)
+        if exc.errno in NO_SPACE:
+            raise BackupError(
+                f"{out.parent} ran out of space for the backup: free some or write it elsewhere"
+            ) from exc
+        raise BackupError(f"cannot write the backup {out}: {exc.strerror}") from exc
     return Summary(out, gateway, len(entries), out.stat().st_size)
+
+
+def _backup_one(
+    name: str, path: Path, sealed: Path, index: int, key: bytes, progress: Progress
+) -> dict[str, Any]:
+    what = "the configuration " if name.startswith("config/") else ""
+    try:
+        if not _is_sqlite(path):
+            return _seal(path, sealed / str(index), key, name, progress)
+        copy = sealed / f"{index}.sqlite3"
+        _snapshot(path, copy)
+        try:
+            return _seal(copy, sealed / str(index), key, name, progress)
+        finally:
+            copy.unlink()
+    except sqlite3.Error as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
+        raise BackupError(f"cannot copy the database {path}: {exc}") from exc
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise  # writing the scratch copy: said by the caller
+        raise BackupError(f"cannot read {what}{path}: {exc.strerror}") from exc
+
+
+def _private(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "", ""
+    return info
 
 
 def _read_manifest(archive: tarfile.TarFile, file: Path) -> dict[str, Any]:
@@ -213,65 +283,105 @@ def _read_manifest(archive: tarfile.TarFile, file: Path) -> dict[str, Any]:
     return manifest
 
 
-def restore_backup(file: Path, data_dir: Path, passphrase: str) -> Summary:
+def restore_size(file: Path) -> int:
+    """The bytes of ``file`` a restore reads (for a progress bar; 0 if it cannot be read)."""
+    try:
+        with tarfile.open(file, "r:") as archive:
+            return sum(int(f["stored"]) for f in _read_manifest(archive, file)["files"])
+    except (OSError, tarfile.TarError, BackupError, ValueError, KeyError):
+        return 0
+
+
+def restore_backup(
+    file: Path, data_dir: Path, passphrase: str, *, progress: Progress | None = None
+) -> Summary:
     """Write the backup ``file`` into ``data_dir`` (new or empty)."""
     secret = passphrase.encode()
     if data_dir.exists() and any(data_dir.iterdir()):
         raise BackupError(f"{data_dir} is not empty: restore into a new data directory")
     try:
-        archive = tarfile.open(file, "r:gz")  # noqa: SIM115 - closed by the with below
+        archive = tarfile.open(file, "r:")  # noqa: SIM115 - closed by the with below
     except (OSError, tarfile.TarError) as exc:
         raise BackupError(f"{file} cannot be read as a backup: {exc}") from exc
-    with archive:
-        manifest = _read_manifest(archive, file)
-        kdf = manifest["kdf"]
-        opener = _derive(secret, base64.b64decode(kdf["salt"]))
-        check = base64.b64decode(kdf["check"])
-        try:
-            opener.decrypt(check[:NONCE], check[NONCE:], b"check")
-        except InvalidTag as exc:
-            raise BackupError("the passphrase does not open this backup") from exc
-        contents: list[tuple[str, bytes]] = []
-        for entry in manifest["files"]:
-            name = str(entry["path"])
-            if name.startswith(("/", "..")) or ".." in Path(name).parts:
-                raise BackupError(f"{file}: {name!r} would land outside the data directory")
-            member = archive.extractfile(name)
-            data = member.read() if member is not None else b""
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise BackupError(f"{file}: {name} is damaged (its SHA-256 does not match)")
-            contents.append((name, _open(name, data, entry.get("encrypted"), secret, opener)))
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    written = 0
-    for name, data in contents:
-        target = data_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write(target, data)
-        written += len(data)
-    return Summary(data_dir, dict(manifest["gateway"]), len(contents), written)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.restoring-"))
+    try:
+        with archive:
+            manifest = _read_manifest(archive, file)
+            key = _open_key(manifest, secret)
+            written = 0
+            for entry in manifest["files"]:
+                _restore_one(archive, file, entry, staging, key, progress or (lambda _n: None))
+                written += int(entry["size"])
+        if data_dir.exists():
+            data_dir.rmdir()  # empty, checked above
+        staging.replace(data_dir)
+    except OSError as exc:
+        raise BackupError(f"cannot restore into {data_dir}: {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Summary(data_dir, dict(manifest["gateway"]), len(manifest["files"]), written)
 
 
-def _write(target: Path, data: bytes) -> None:
+def _open_key(manifest: dict[str, Any], secret: bytes) -> bytes:
+    kdf = manifest["kdf"]
+    key = _derive(secret, base64.b64decode(kdf["salt"]))
+    check = base64.b64decode(kdf["check"])
+    try:
+        AESGCM(key).decrypt(check[:NONCE], check[NONCE:], b"check")
+    except InvalidTag as exc:
+        raise BackupError(WRONG_PASSPHRASE) from exc
+    return key
+
+
+def _restore_one(
+    archive: tarfile.TarFile,
+    file: Path,
+    entry: dict[str, Any],
+    staging: Path,
+    key: bytes,
+    progress: Progress,
+) -> None:
+    """Check, decrypt and decompress one file into ``staging`` (mode 0600)."""
+    name = str(entry["path"])
+    if name.startswith(("/", "..")) or ".." in Path(name).parts:
+        raise BackupError(f"{file}: {name!r} would land outside the data directory")
+    damaged = BackupError(f"{file}: {name} is damaged (it does not match the manifest)")
+    try:
+        member = archive.extractfile(name)
+    except KeyError:
+        member = None
+    stored = int(entry["stored"])
+    if member is None or archive.getmember(name).size != stored or stored < NONCE + TAG:
+        raise damaged
+    target = staging / name
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    digest = hashlib.sha256(nonce := member.read(NONCE))
+    decryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).decryptor()
+    decryptor.authenticate_additional_data(name.encode())
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(data)
-
-
-def _open(name: str, data: bytes, how: str | None, secret: bytes, opener: AESGCM) -> bytes:
-    wrong = "the passphrase does not open this backup"
-    if how == "pkcs8":
+    with (
+        os.fdopen(descriptor, "wb") as out,
+        zstandard.ZstdDecompressor().stream_writer(out, closefd=False) as decompressor,
+    ):
+        left = stored - NONCE - TAG
+        while left > 0:
+            chunk = member.read(min(CHUNK, left))
+            if not chunk:
+                raise damaged
+            digest.update(chunk)
+            left -= len(chunk)
+            try:
+                decompressor.write(decryptor.update(chunk))
+            except zstandard.ZstdError as exc:
+                raise damaged from exc
+            progress(len(chunk))
+        digest.update(tag := member.read(TAG))
+        if digest.hexdigest() != entry["sha256"]:
+            raise damaged
         try:
-            key = serialization.load_pem_private_key(data, password=secret)
-        except (ValueError, TypeError) as exc:
-            raise BackupError(wrong) from exc
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    if how == "aes-256-gcm":
-        try:
-            return opener.decrypt(data[:NONCE], data[NONCE:], name.encode())
-        except InvalidTag as exc:
-            raise BackupError(wrong) from exc
-    return data
+            decompressor.write(decryptor.finalize_with_tag(tag))
+        except (InvalidTag, zstandard.ZstdError) as exc:
+            raise damaged from exc
+    if target.stat().st_size != int(entry["size"]):
+        raise damaged

@@ -1,12 +1,14 @@
 """``bedside backup OUT`` and ``bedside restore FILE`` (docs/contracts.md, "Backup and
 restore"). The passphrase comes from ``--passphrase-file``, else ``BEDSIDE_BACKUP_PASSPHRASE``,
-else a prompt (asked twice for a backup). Exit 0 with a JSON summary; 2 with one line."""
+else a prompt (asked twice for a backup). A progress bar on stderr while the files go through;
+exit 0 with a JSON summary on stdout; 2 with one line."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
 
@@ -16,7 +18,7 @@ from gateway.command_options import ConfigOption, DataDirOption, fail
 from gateway.errors import BedsideError
 
 if TYPE_CHECKING:
-    from gateway.backup import Summary
+    from gateway.backup import Progress, Summary
 
 PASSPHRASE_ENV: Final = "BEDSIDE_BACKUP_PASSPHRASE"  # noqa: S105 - a variable name
 
@@ -42,6 +44,23 @@ def _passphrase(path: Path | None, *, confirm: bool) -> str:
         "Passphrase for the keys in the backup", hide_input=True, confirmation_prompt=confirm
     )
     return answer
+
+
+@contextmanager
+def _progress(description: str, total: Callable[[], int]) -> Iterator[Progress]:
+    """A progress bar on stderr over ``total()`` bytes; told the bytes as they are done."""
+    from rich import progress as bars
+    from rich.console import Console
+
+    columns = (
+        bars.TextColumn(description),
+        bars.BarColumn(),
+        bars.DownloadColumn(),
+        bars.TransferSpeedColumn(),
+    )
+    with bars.Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task(description, total=total() or None)
+        yield lambda done: progress.advance(bar, done)
 
 
 def _run(
@@ -70,10 +89,11 @@ def backup(
     passphrase_file: PassphraseFileOption = None,
 ) -> None:
     """Back up the gateway while it runs: store, users, keys (encrypted), configuration."""
-    from gateway.backup import make_backup
+    from gateway.backup import backup_size, make_backup
 
     def action(directory: Path, secret: str) -> Summary:
-        return make_backup(directory, out, secret, config=config)
+        with _progress("backing up", lambda: backup_size(directory, config)) as told:
+            return make_backup(directory, out, secret, config=config, progress=told)
 
     _run(config, data_dir, passphrase_file, action, confirm=True)
 
@@ -85,9 +105,13 @@ def restore(
     passphrase_file: PassphraseFileOption = None,
 ) -> None:
     """Restore a backup into a new data directory (same gateway identity and keys)."""
-    from gateway.backup import restore_backup
+    from gateway.backup import restore_backup, restore_size
 
-    _run(config, data_dir, passphrase_file, lambda d, s: restore_backup(file, d, s), confirm=False)
+    def action(directory: Path, secret: str) -> Summary:
+        with _progress("restoring", lambda: restore_size(file)) as told:
+            return restore_backup(file, directory, secret, progress=told)
+
+    _run(config, data_dir, passphrase_file, action, confirm=False)
 
 
 def register(app: typer.Typer) -> None:

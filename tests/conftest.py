@@ -1,9 +1,10 @@
 """Session fixtures shared by the test modules: the data directory where the embedded model is
-assembled once, and the engine the consultation tests share."""
+assembled once, the engine the consultation tests share, and a small filesystem to fill."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,3 +33,21 @@ def consultation_engine(model_data_dir: Path) -> Iterator[Engine]:
     asyncio.run(llm.start())
     yield llm
     asyncio.run(llm.close())
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted for the test (skipped where mounting is not allowed)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -8,35 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gateway.store import AsyncStore
 from tests.harness import running_gateway, wait_until
 from tests.sim_central import FAST
 
-SIZE = "8m"
 LIMIT_S = 60.0
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(path: Path) -> int:
