@@ -476,6 +476,42 @@ async def test_keygen_and_users_key_and_bad_input(env: ReviewEnv, tmp_path: Path
     assert "BEDSIDE_TOKEN" in err
 
 
+async def test_a_revoked_key_signs_nothing_and_never_returns(env: ReviewEnv) -> None:
+    here = ("--data-dir", str(env.data_dir))
+    kid = read_private(env.key_file).kid
+    code, out, err = await env.cli("users", "keys", "clara", "--json", *here, token=None)
+    assert code == 0, err
+    [listed] = json.loads(out)
+    assert (listed["kid"], listed["revoked"]) == (kid, None)
+
+    code, out, err = await env.cli("users", "revoke-key", "clara", kid, *here, token=None)
+    assert (code, out.strip()) == (0, f"clara: key {kid} revoked"), err
+    assert env.users.public_keys("clara") == {}
+    offered = await offer(env)
+    status, body = await api(
+        env, "POST", "/api/drafts/c1/approve",
+        body={"decision": offered["decision"], "signature": sign(env, offered)},
+    )  # fmt: skip
+    assert (status, body["error"]["code"]) == (403, "bad_signature")
+    assert "has no registered key" in body["error"]["message"]
+
+    code, out, _ = await env.cli("users", "keys", "clara", *here, token=None)
+    assert (code, out.count("revoked")) == (0, 1)
+    public_file = env.data_dir / "clara.pub.jwk"
+    public_file.write_text(json.dumps(read_private(env.key_file).public_jwk))
+    for args, refusal in (
+        (("key", "clara", str(public_file)), "this key was revoked on "),
+        (("revoke-key", "clara", kid), "was revoked on "),
+        (("revoke-key", "carl", kid), "'carl' has no key"),
+        (("keys", "nobody"), "no user 'nobody'"),
+    ):
+        code, _, err = await env.cli("users", *args, *here, token=None)
+        assert code == 2, args
+        assert refusal in err, err
+    entries = await env.store.read(lambda s: _audit_entries(s.conn))
+    assert [e["detail"] for e in entries if e["what"] == "User"] == [f"signing key {kid} revoked"]
+
+
 async def test_the_audit_trail_records_reads_and_decisions_and_detects_tampering(
     env: ReviewEnv,
 ) -> None:

@@ -4,6 +4,7 @@ demo's accounts."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
+from gateway.review.keys import generate
 from gateway.users import USERS_FILE, LockedError, Role, UserDirectory, UserError
 from gateway.users.demo import DEMO_USERS_FILE, ensure_demo_users
 from gateway.users.directory import LOCK_MAX_S, MAX_FAILURES, SESSION_S, lock_time
@@ -198,3 +200,31 @@ def test_the_demo_accounts_are_made_once_and_kept(tmp_path: Path) -> None:
     assert again["technician"]["password"] != first["technician"]["password"]
     assert directory.login("technician", again["technician"]["password"]).user.name == "technician"
     directory.close()
+
+
+def test_a_directory_made_before_key_revocation_gains_it(tmp_path: Path, clock: Clock) -> None:
+    key = generate()
+    with sqlite3.connect(tmp_path / USERS_FILE) as old:  # the keys table as first released
+        old.executescript(
+            "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT "
+            "NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, failures "
+            "INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0);"
+            "CREATE TABLE keys (kid TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES "
+            "users(name) ON DELETE CASCADE, jwk TEXT NOT NULL, created REAL NOT NULL);"
+        )
+        old.execute("INSERT INTO users VALUES ('clara', 'clinician', 'x', 0, 1.0, 0, 0)")
+        old.execute(
+            "INSERT INTO keys VALUES (?, 'clara', ?, 2.0)", (key.kid, json.dumps(key.public_jwk))
+        )
+    old.close()
+    directory = UserDirectory(tmp_path, clock=clock)
+    try:
+        assert list(directory.public_keys("clara")) == [key.kid]
+        directory.revoke_key("clara", key.kid)
+        assert directory.public_keys("clara") == {}
+        [listed] = directory.keys("clara")
+        assert (listed.kid, listed.revoked) == (key.kid, clock.now)
+        with pytest.raises(UserError, match="this key was revoked on 1970-01-12"):
+            directory.add_key("clara", key.public_jwk)
+    finally:
+        directory.close()

@@ -1,4 +1,5 @@
-"""``bedside users add|list|disable|enable|token``: the gateway's local accounts.
+"""``bedside users add|list|disable|enable|token|key|keys|revoke-key``: the gateway's local
+accounts and the clinicians' signing keys.
 
 They work on ``DATA_DIR/users.sqlite3`` directly, with or without the gateway running (it sees a
 change at its next request). A password or token is printed once, when made, and never again.
@@ -173,6 +174,47 @@ def users_key(
         fail(str(exc))
     _audit(config, data_dir, "update", name, f"signing key {kid} registered")
     typer.echo(json.dumps({"user": name, "kid": kid}))
+
+
+@users_app.command("keys")
+def users_keys(
+    name: NameArgument,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The user's registered signing keys: thumbprint, when registered, when revoked."""
+    from gateway.users import UserError
+
+    try:
+        keys = _users(config, data_dir).keys(name)
+    except UserError as exc:
+        fail(str(exc))
+    rows = [key.as_json() for key in keys]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        revoked = f"revoked {row['revoked']}" if row["revoked"] else "valid"
+        typer.echo(f"{row['kid']}\tregistered {row['created']}\t{revoked}")
+
+
+@users_app.command("revoke-key")
+def users_revoke_key(
+    name: NameArgument,
+    kid: Annotated[str, typer.Argument(help="The key's thumbprint (`bedside users keys NAME`).")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke one signing key: it signs no decision from now on (decisions signed before stay)."""
+    from gateway.users import UserError
+
+    try:
+        _users(config, data_dir).revoke_key(name, kid)
+    except UserError as exc:
+        fail(str(exc))
+    _audit(config, data_dir, "update", name, f"signing key {kid} revoked")
+    typer.echo(f"{name}: key {kid} revoked")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,8 @@
 - After :data:`MAX_FAILURES` wrong passwords in a row an account is locked for a time that
   doubles with every further failure (30 s, 60 s, … up to 15 min); a right password resets it.
 - A disabled user authenticates by no means (password, token or session).
+- Clinicians' public signing keys: registered, listed and revoked one by one; a revoked key
+  signs nothing from then on and can never be registered again.
 
 Blocking SQLite and argon2 (tens of milliseconds a hash): the web side calls the password
 functions in a thread. The CLI and the running gateway share the file (WAL); a change by one is
@@ -20,6 +22,7 @@ seen by the other at its next request.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import enum
 import hashlib
 import json
@@ -70,7 +73,8 @@ CREATE TABLE IF NOT EXISTS keys (
     kid TEXT PRIMARY KEY,
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
     jwk TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    revoked REAL  -- when it stopped signing; kept so that it is never registered again
 );
 CREATE TABLE IF NOT EXISTS sessions (
     digest TEXT PRIMARY KEY,
@@ -116,6 +120,27 @@ class User:
             "created": self.created,
             "tokens": self.tokens,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A clinician's registered public key: its thumbprint, when registered and revoked."""
+
+    kid: str
+    created: float
+    revoked: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kid": self.kid, "created": _iso(self.created),
+                "revoked": None if self.revoked is None else _iso(self.revoked)}  # fmt: skip
+
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
+
+
+def _day(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).date().isoformat()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +201,10 @@ class UserDirectory:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(keys)")}
+        if "revoked" not in columns:  # a directory made before keys could be revoked
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                self._db.execute("ALTER TABLE keys ADD COLUMN revoked REAL")
 
     def close(self) -> None:
         self._db.close()
@@ -339,9 +368,14 @@ class UserDirectory:
                 raise UserError(
                     f"{name!r} is a technician: only clinicians and admins sign reports"
                 )
-            owner = db.execute("SELECT user FROM keys WHERE kid = ?", (kid,)).fetchone()
+            owner = db.execute("SELECT user, revoked FROM keys WHERE kid = ?", (kid,)).fetchone()
             if owner is not None and owner["user"] != name:
                 raise UserError(f"this key is registered to {owner['user']!r} already")
+            if owner is not None and owner["revoked"] is not None:
+                raise UserError(
+                    f"this key was revoked on {_day(owner['revoked'])}: make a new one with "
+                    "`bedside review keygen`"
+                )
             db.execute(
                 "INSERT INTO keys (kid, user, jwk, created) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (kid) DO NOTHING",
@@ -350,9 +384,35 @@ class UserDirectory:
         return kid
 
     def public_keys(self, name: str) -> dict[str, Ed25519PublicKey]:
-        """kid → public key of every key the user registered."""
-        rows = self._db.execute("SELECT kid, jwk FROM keys WHERE user = ?", (name,)).fetchall()
+        """kid → public key of every key the user registered and has not revoked."""
+        rows = self._db.execute(
+            "SELECT kid, jwk FROM keys WHERE user = ? AND revoked IS NULL", (name,)
+        ).fetchall()
         return {r["kid"]: public_key_from_jwk(json.loads(r["jwk"]), r["kid"]) for r in rows}
+
+    def keys(self, name: str) -> list[SigningKey]:
+        """Every key the user registered, revoked ones too, oldest first."""
+        if self.get(name) is None:
+            raise UserError(f"no user {name!r}")
+        rows = self._db.execute(
+            "SELECT kid, created, revoked FROM keys WHERE user = ? ORDER BY created, kid", (name,)
+        ).fetchall()
+        return [SigningKey(r["kid"], r["created"], r["revoked"]) for r in rows]
+
+    def revoke_key(self, name: str, kid: str) -> None:
+        """The key signs nothing from now on (a lost laptop, a clinician who left); decisions
+        it signed before stay as they were."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT revoked FROM keys WHERE kid = ? AND user = ?", (kid, name)
+            ).fetchone()
+            if row is None:
+                raise UserError(
+                    f"{name!r} has no key {kid!r}: `bedside users keys {name}` lists them"
+                )
+            if row["revoked"] is not None:
+                raise UserError(f"key {kid!r} was revoked on {_day(row['revoked'])} already")
+            db.execute("UPDATE keys SET revoked = ? WHERE kid = ?", (self._clock(), kid))
 
     def token_user(self, token: str) -> User | None:
         """The enabled user whose API token this is."""
