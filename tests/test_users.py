@@ -202,7 +202,7 @@ def test_the_demo_accounts_are_made_once_and_kept(tmp_path: Path) -> None:
     directory.close()
 
 
-def test_a_directory_made_before_key_revocation_gains_it(tmp_path: Path, clock: Clock) -> None:
+def test_a_directory_made_before_revocation_gains_it(tmp_path: Path, clock: Clock) -> None:
     key = generate()
     with sqlite3.connect(tmp_path / USERS_FILE) as old:  # the keys table as first released
         old.executescript(
@@ -211,7 +211,10 @@ def test_a_directory_made_before_key_revocation_gains_it(tmp_path: Path, clock: 
             "INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0);"
             "CREATE TABLE keys (kid TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES "
             "users(name) ON DELETE CASCADE, jwk TEXT NOT NULL, created REAL NOT NULL);"
+            "CREATE TABLE tokens (digest TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES "
+            "users(name) ON DELETE CASCADE, created REAL NOT NULL);"
         )
+        old.execute("INSERT INTO tokens VALUES (?, 'clara', 3.0)", ("ab" * 32,))
         old.execute("INSERT INTO users VALUES ('clara', 'clinician', 'x', 0, 1.0, 0, 0)")
         old.execute(
             "INSERT INTO keys VALUES (?, 'clara', ?, 2.0)", (key.kid, json.dumps(key.public_jwk))
@@ -226,5 +229,43 @@ def test_a_directory_made_before_key_revocation_gains_it(tmp_path: Path, clock: 
         assert (listed.kid, listed.revoked) == (key.kid, clock.now)
         with pytest.raises(UserError, match="this key was revoked on 1970-01-12"):
             directory.add_key("clara", key.public_jwk)
+        assert [(t.id, t.label) for t in directory.tokens("clara")] == [("ab" * 6, "")]
+        directory.revoke_token("clara", "ab" * 6)
+        assert directory.tokens("clara") == []
     finally:
         directory.close()
+
+
+def test_one_token_is_revoked_by_its_id_and_the_others_go_on(tmp_path: Path) -> None:
+    runner = CliRunner()
+    where = ["--data-dir", str(tmp_path)]
+    runner.invoke(app, ["users", "add", "doc", "--role", "clinician", *where])
+    laptop = runner.invoke(app, ["users", "token", "doc", "--label", "doc laptop", *where])
+    service = runner.invoke(app, ["users", "token", "doc", *where])
+    assert laptop.exit_code == service.exit_code == 0, laptop.output
+    listed = json.loads(runner.invoke(app, ["users", "tokens", "doc", "--json", *where]).stdout)
+    assert sorted(t["label"] for t in listed) == ["", "doc laptop"]
+    [laptop_id] = [t["id"] for t in listed if t["label"] == "doc laptop"]
+    assert laptop.stdout.strip() not in json.dumps(listed)
+
+    revoked = runner.invoke(app, ["users", "revoke-token", "doc", laptop_id, *where])
+    assert revoked.stdout.strip() == f"doc: token {laptop_id} revoked"
+    directory = UserDirectory(tmp_path)
+    try:
+        assert directory.token_user(laptop.stdout.strip()) is None
+        assert directory.token_user(service.stdout.strip()) is not None
+        assert [t.label for t in directory.tokens("doc")] == [""]
+    finally:
+        directory.close()
+    plain = runner.invoke(app, ["users", "tokens", "doc", *where]).stdout
+    assert plain.count("\n") == 1
+    assert "made " in plain
+    for args, refusal in (
+        (["revoke-token", "doc", laptop_id], f"'doc' has no token '{laptop_id}'"),
+        (["revoke-token", "doc", "secret"], "'secret' is not a token id"),
+        (["tokens", "ghost"], "no user 'ghost'"),
+        (["token", "doc", "--label", "x" * 81], "at most 80 characters"),
+    ):
+        refused = runner.invoke(app, ["users", *args, *where])
+        assert refused.exit_code == 2, args
+        assert refusal in refused.output

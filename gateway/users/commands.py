@@ -1,5 +1,5 @@
-"""``bedside users add|list|disable|enable|token|key|keys|revoke-key``: the gateway's local
-accounts and the clinicians' signing keys.
+"""``bedside users add|list|disable|enable|token|tokens|revoke-token|key|keys|revoke-key``: the
+gateway's local accounts, their API tokens and the clinicians' signing keys.
 
 They work on ``DATA_DIR/users.sqlite3`` directly, with or without the gateway running (it sees a
 change at its next request). A password or token is printed once, when made, and never again.
@@ -136,17 +136,61 @@ def users_enable(
 
 @users_app.command("token")
 def users_token(
-    name: NameArgument, config: ConfigOption = None, data_dir: DataDirOption = None
+    name: NameArgument,
+    label: Annotated[
+        str, typer.Option("--label", help="Where the token is used (e.g. 'clara laptop').")
+    ] = "",
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Make an API token for the user; printed once (only its hash is kept)."""
     from gateway.users import UserError
 
     try:
-        token = _users(config, data_dir).new_token(name)
+        token = _users(config, data_dir).new_token(name, label)
     except UserError as exc:
         fail(str(exc))
-    _audit(config, data_dir, "update", name, "API token made")
+    _audit(config, data_dir, "update", name, f"API token made{f' ({label})' if label else ''}")
     typer.echo(token)
+
+
+@users_app.command("tokens")
+def users_tokens(
+    name: NameArgument,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The user's API tokens: id, label, when made (never the tokens themselves)."""
+    from gateway.users import UserError
+
+    try:
+        rows = [token.as_json() for token in _users(config, data_dir).tokens(name)]
+    except UserError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['id']}\tmade {row['created']}\t{row['label']}".rstrip())
+
+
+@users_app.command("revoke-token")
+def users_revoke_token(
+    name: NameArgument,
+    token_id: Annotated[str, typer.Argument(help="The token's id (`bedside users tokens NAME`).")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke one API token: refused from its next request on."""
+    from gateway.users import UserError
+
+    try:
+        _users(config, data_dir).revoke_token(name, token_id)
+    except UserError as exc:
+        fail(str(exc))
+    _audit(config, data_dir, "update", name, f"API token {token_id} revoked")
+    typer.echo(f"{name}: token {token_id} revoked")
 
 
 @users_app.command("key")

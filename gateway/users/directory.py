@@ -7,7 +7,8 @@
   ever stored, logged or defaulted. A generated password is 24 URL-safe characters.
 - API tokens and session ids are 256-bit random strings; only their SHA-256 is stored (a random
   256-bit secret needs no slow hash), so a stolen database reveals none of them. A token is shown
-  once, when made.
+  once, when made; lists name it by the first 12 hex characters of that hash (and its label), and
+  one token can be revoked by that id.
 - After :data:`MAX_FAILURES` wrong passwords in a row an account is locked for a time that
   doubles with every further failure (30 s, 60 s, … up to 15 min); a right password resets it.
 - A disabled user authenticates by no means (password, token or session).
@@ -53,6 +54,8 @@ LOCK_MAX_S: Final = 15 * 60.0
 SESSION_S: Final = 12 * 3600.0  # a shift
 SECRET_BYTES: Final = 32
 GENERATED_PASSWORD_BYTES: Final = 18  # 24 characters
+TOKEN_ID_CHARS: Final = 12  # hex characters of a token's SHA-256 that name it in lists
+MAX_LABEL: Final = 80
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS users (
@@ -67,7 +70,8 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS tokens (
     digest TEXT PRIMARY KEY,
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    label TEXT NOT NULL DEFAULT ''  -- where it is used, to tell tokens apart
 );
 CREATE TABLE IF NOT EXISTS keys (
     kid TEXT PRIMARY KEY,
@@ -120,6 +124,18 @@ class User:
             "created": self.created,
             "tokens": self.tokens,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An API token as listed: its id (the start of its SHA-256), label and creation time."""
+
+    id: str
+    label: str
+    created: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "created": _iso(self.created)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +217,14 @@ class UserDirectory:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(keys)")}
-        if "revoked" not in columns:  # a directory made before keys could be revoked
+        self._add_column("keys", "revoked", "REAL")  # to a directory made before they were
+        self._add_column("tokens", "label", "TEXT NOT NULL DEFAULT ''")
+
+    def _add_column(self, table: str, column: str, declaration: str) -> None:
+        columns = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
             with contextlib.suppress(sqlite3.OperationalError):  # another process added it
-                self._db.execute("ALTER TABLE keys ADD COLUMN revoked REAL")
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self._db.close()
@@ -340,17 +360,46 @@ class UserDirectory:
 
     # -- API tokens -------------------------------------------------------------------------------
 
-    def new_token(self, name: str) -> str:
-        """A new API token for the user, shown once (its SHA-256 is kept)."""
+    def new_token(self, name: str, label: str = "") -> str:
+        """A new API token for the user, shown once (its SHA-256 is kept); ``label`` says where
+        it is used (a laptop, a service), to tell it apart in :meth:`tokens`."""
+        if len(label) > MAX_LABEL or not label.isprintable():
+            raise UserError(f"a token's label is printable text of at most {MAX_LABEL} characters")
         token = secrets.token_urlsafe(SECRET_BYTES)
         with self._tx() as db:
             if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is None:
                 raise UserError(f"no user {name!r}")
             db.execute(
-                "INSERT INTO tokens (digest, user, created) VALUES (?, ?, ?)",
-                (_digest(token), name, self._clock()),
+                "INSERT INTO tokens (digest, user, created, label) VALUES (?, ?, ?, ?)",
+                (_digest(token), name, self._clock(), label),
             )
         return token
+
+    def tokens(self, name: str) -> list[ApiToken]:
+        """The user's API tokens, oldest first (never the tokens themselves)."""
+        if self.get(name) is None:
+            raise UserError(f"no user {name!r}")
+        rows = self._db.execute(
+            "SELECT digest, created, label FROM tokens WHERE user = ? ORDER BY created, digest",
+            (name,),
+        ).fetchall()
+        return [ApiToken(r["digest"][:TOKEN_ID_CHARS], r["label"], r["created"]) for r in rows]
+
+    def revoke_token(self, name: str, token_id: str) -> None:
+        """The token (by the id :meth:`tokens` shows) is refused from now on."""
+        if len(token_id) != TOKEN_ID_CHARS or not all(c in "0123456789abcdef" for c in token_id):
+            raise UserError(
+                f"{token_id!r} is not a token id: `bedside users tokens {name}` lists them"
+            )
+        with self._tx() as db:
+            deleted = db.execute(
+                "DELETE FROM tokens WHERE user = ? AND substr(digest, 1, ?) = ?",
+                (name, TOKEN_ID_CHARS, token_id),
+            ).rowcount
+        if deleted == 0:
+            raise UserError(
+                f"{name!r} has no token {token_id!r}: `bedside users tokens {name}` lists them"
+            )
 
     # -- clinicians' signing keys (public halves only) ----------------------------------------
 
