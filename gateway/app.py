@@ -48,6 +48,7 @@ from gateway.patients.service import PatientService
 from gateway.profiles import load_profiles
 from gateway.rag.settings import EMBEDDED_MODEL
 from gateway.review.audit import AuditForwarder, AuditTrail
+from gateway.review.configuration import audit_configuration
 from gateway.review.remote import review_handler
 from gateway.review.service import ReviewService
 from gateway.store.keeper import StoreKeeper
@@ -185,7 +186,9 @@ class Gateway:
         self.store, self.keeper = store, self._keeper(store)
         try:
             async with AsyncExitStack() as stack:
-                self._open_reviews(stack, store, signer, uplinks)
+                await audit_configuration(
+                    self._open_reviews(stack, store, signer, uplinks), self.data_dir, settings
+                )
                 configured = (
                     PatientRef(
                         settings.patient.reference,
@@ -276,9 +279,9 @@ class Gateway:
 
     def _open_reviews(
         self, stack: AsyncExitStack, store: AsyncStore, signer: Signer, uplinks: Sequence[Uplink]
-    ) -> None:
-        """The users (whose keys sign decisions), the audit trail and the drafts under review,
-        decided through the API or over MQTT (the MQTT uplink listens on ``reviews``)."""
+    ) -> AuditTrail:
+        """The users (whose keys sign decisions), the audit trail (returned) and the drafts under
+        review, decided through the API or over MQTT (the MQTT uplink listens on ``reviews``)."""
         users = UserDirectory(self.data_dir)
         stack.callback(users.close)
         self.users = users
@@ -296,6 +299,7 @@ class Gateway:
         for uplink in uplinks:
             if isinstance(uplink, ListeningMqttUplink):
                 uplink.on_review = review_handler(self.reviews, self.audit)
+        return self.audit
 
     def _open_firmware(self, manager: SensorManager) -> FirmwareService:
         """Sensor firmware updates (audited, counted)."""
