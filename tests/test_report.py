@@ -336,6 +336,7 @@ async def test_close_drafts_signs_and_enqueues(consultation_engine: Engine, tmp_
             settings=ConsultationSettings(
                 temperature=0.0, max_reply_tokens=8, max_measurements_per_reply=0
             ),
+            archive_dir=tmp_path / "consultations",
             clock=lambda: NOW,
         )
         consultation = service.create([HR, SPO2])
@@ -381,10 +382,13 @@ async def test_close_drafts_signs_and_enqueues(consultation_engine: Engine, tmp_
     assert {k: v for k, v in stored.items() if k != "signature"} == jsonio.loads(
         jsonio.dumps({k: v for k, v in signed.items() if k != "signature"})
     )
-    # closed: the record holds the draft; no more messages, no second close
+    # closed: archived and let go from memory; the record holds the draft; no more messages, no
+    # second close
+    assert service.consultations() == []
     record = await service.snapshot(consultation.id)
     assert record["status"] == "closed"
-    assert record["draft"] == signed
+    assert jsonio.dumps(record["draft"]) == jsonio.dumps(signed)
+    assert [h["status"] for h in await service.history()] == ["closed"]
     assert record["messages"][-1]["role"] == "report"
     with pytest.raises(ConsultationClosedError):
         consultation.send("More?")

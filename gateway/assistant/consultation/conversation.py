@@ -124,7 +124,7 @@ class Consultation:
         deps: ConsultationDeps,
         require: Sequence[str],
         created: dt.datetime,
-        on_change: Callable[[Consultation], Awaitable[None]] | None = None,
+        on_change: Callable[[Consultation], Awaitable[object]] | None = None,
     ) -> None:
         self.id = cid
         self.require = tuple(require)

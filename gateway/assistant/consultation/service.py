@@ -234,7 +234,10 @@ class ConsultationService:
                     await self._store.enqueue_bundle(TopicKind.DRAFTS, signed)
             consultation.closed = issued
             consultation.draft = signed
-            await self._save(consultation)
+            if await self._save(consultation):
+                # Archived: read from there from now on. A gateway runs for months; what it
+                # keeps in memory is what is open, not every consultation it ever held.
+                self._consultations.pop(cid, None)
             return signed
         finally:
             consultation.end_close()
@@ -316,13 +319,16 @@ class ConsultationService:
             self._model = ModelIdentity(info.name, sha256, info.file.name)
         return self._model
 
-    async def _save(self, consultation: Consultation) -> None:
+    async def _save(self, consultation: Consultation) -> bool:
+        """Archive the consultation's record; whether it is on disk."""
         if self._archive is None:
-            return
+            return False
         try:
             await self._archive.save(consultation.snapshot())
         except OSError as exc:
             log.warning("consultation %s: cannot archive it: %s", consultation.id, exc)
+            return False
+        return True
 
 
 def file_sha256(path: Path) -> str:
