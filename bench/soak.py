@@ -5,11 +5,12 @@ In this process, as the tests run it (``tests/harness.py``): the firmware simula
 BP, thermometer; ``normal`` scenario, default timing) and the real gateway attached to it over
 Bumble, with a patient configured (else readings are held, not sent), an MQTT uplink to a private
 mosquitto started here (``tests/mosquitto.py``; no subscriber: the outbox fills and drains as in
-production), the store keeper every 30 s within ``--max-mib`` and ``--retention-days``. With
-``--consult-every-min M`` also the HTTP API and the assistant (the embedded model): every M
-minutes a consultation over the API — opened, asked one question (its replies may request
-measurements from the sensors), closed into a draft DiagnosticReport — timed and counted; use it
-with the standard set (``--sensors 4``). Without it: no HTTP API, no assistant.
+production), the store keeper every 30 s within ``--max-mib``, ``--retention-days`` and
+``--delivered-keep-days``. With ``--consult-every-min M`` also the HTTP API and the assistant
+(the embedded model): every M minutes a consultation over the API — opened, asked one
+question (its replies may request measurements from the sensors), closed into a draft
+DiagnosticReport — timed and counted; use it with the standard set (``--sensors 4``). Without
+it: no HTTP API, no assistant.
 
 Every ``--sample-s``: this process's RSS, fds, asyncio tasks, CPU (all threads; the simulator
 shares the process), the database on disk (``gateway.sqlite3`` + ``-wal``), the keeper's
@@ -17,7 +18,11 @@ shares the process), the database on disk (``gateway.sqlite3`` + ``-wal``), the 
 the notification → stored latencies of the window (drained from ``SessionStatus.latencies_s``).
 After ``--warmup-minutes``: least-squares slopes per hour; latency p99 at the start and at the end
 (median of the per-sample p99s over the first and the last quarter) and their ratio. No time
-acceleration in the simulator: a simulated day is a real day. At the end, the gateway stopped:
+acceleration: the waveforms stream at their sample rate over the link, stamped by a device clock
+the gateway maps to its own, and retention runs on the gateway's wall clock, so a simulated day
+is a real day; short ``--retention-days`` and ``--delivered-keep-days`` compress retention
+instead (the default timing is already far denser than a ward's: a blood pressure a minute, a
+temperature every 5 s). At the end, the gateway stopped:
 ``PRAGMA integrity_check``. SIGINT/SIGTERM end the run early, still reported.
 
 Goals: RSS < 1 MiB/h; |fds|, |tasks| < 1/h; the database on disk never over ``store.max_bytes``;
@@ -73,7 +78,10 @@ WARNINGS_KEPT = 10
 QUESTION = "How is the patient doing? Check what you need."
 CONSULTATION_LIMIT_S = 600.0  # one consultation taking longer counts as failed
 ASSISTANT_LOAD_LIMIT_S = 300.0
-TIME_ACCELERATION = "none: firmware_sim has no time-scale option; a simulated day is a real day"
+TIME_ACCELERATION = (
+    "none: waveforms stream at their sample rate and retention runs on the gateway's wall clock; "
+    "a simulated day is a real day (compress retention with --retention-days instead)"
+)
 
 
 @dataclass(slots=True)
@@ -413,6 +421,7 @@ async def soak(
         "maintain_every_s": MAINTAIN_EVERY_S,
         "max_bytes": args.max_mib * MIB,
         "retention_days": args.retention_days,
+        "delivered_keep_days": args.delivered_keep_days,
     }
     with (
         tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp,
@@ -533,6 +542,13 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=20, help="simulated sensors (1..100)")
     parser.add_argument("--max-mib", type=int, default=64, help="store.max_bytes in MiB")
     parser.add_argument("--retention-days", type=float, default=30.0, help="store.retention_days")
+    parser.add_argument(
+        "--delivered-keep-days",
+        type=float,
+        default=1.0,
+        help="store.delivered_keep_days (with a short --retention-days, as short: else delivered "
+        "outbox items grow the database for a day)",
+    )
     parser.add_argument(
         "--consult-every-min",
         type=float,
