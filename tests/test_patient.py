@@ -385,7 +385,7 @@ async def test_gateway_holds_then_releases_on_claim(tmp_path: Path, broker: Mosq
             assert health["patient"]["held"] >= 1
             assert (await gateway.summary())["outbox"]["held"] >= 1
             items = await store.outbox_items(uplink="mqtt", limit=1000)
-            assert all(item.kind is TopicKind.DEVICES for item in items)  # no Observation yet
+            assert TopicKind.OBSERVATIONS not in {item.kind for item in items}  # none sent yet
 
             status, error = await _api(session, "PUT", f"{base}/api/patient", {"reference": "x"})
             assert status == 400

@@ -248,6 +248,12 @@ class FirmwareService:
         self._jobs[address] = job
         links = SensorLinks(session, self.settings)
 
+        async def audited(outcome: Outcome, message: str) -> None:  # before the API shows it
+            ok = outcome in (Outcome.CONFIRMED, Outcome.TESTING)
+            await self._record(job, role, message, success=ok)
+
+        job.on_finish = audited
+
         async def run() -> None:
             async with lock:
                 await self._record(job, role, "update started", success=True)
@@ -256,8 +262,6 @@ class FirmwareService:
                     self._slots[address] = job.slots
                 if self._on_finished is not None:
                     self._on_finished(session.status.kind, job)
-                ok = job.outcome in (Outcome.CONFIRMED, Outcome.TESTING)
-                await self._record(job, role, job.message, success=ok)
 
         task = asyncio.create_task(run(), name=f"firmware-update-{address}")
         self._tasks[address] = task

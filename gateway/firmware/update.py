@@ -22,7 +22,7 @@ import datetime as dt
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -102,6 +102,8 @@ class UpdateJob:
     revision: int = 0
     slots: tuple[Slot, ...] = ()  # as last read from the sensor
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    on_finish: Callable[[Outcome, str], Awaitable[None]] | None = field(default=None, repr=False)
+    """Awaited with the outcome before anyone sees it (the service's audit entry)."""
 
     @property
     def done(self) -> bool:
@@ -123,7 +125,10 @@ class UpdateJob:
         self.offset = offset
         self._bump()
 
-    def finish(self, outcome: Outcome, message: str) -> None:
+    async def finish(self, outcome: Outcome, message: str) -> None:
+        """End the job: :attr:`on_finish` first, then the outcome is visible."""
+        if self.on_finish is not None:
+            await self.on_finish(outcome, message)
         self.outcome, self.message, self.finished_at = outcome, message, _now()
         self.step(Phase.DONE, f"{outcome}: {message}")
 
@@ -250,15 +255,15 @@ class Updater:
             elif confirm:
                 await self._confirm(job, links, image)
             else:
-                job.finish(
+                await job.finish(
                     Outcome.TESTING,
                     f"{image.version} runs under test, not confirmed: confirm it to keep it, "
                     f"or revert to {old.version}",
                 )
         except UpdateFailedError as exc:
-            job.finish(exc.outcome, str(exc))
+            await job.finish(exc.outcome, str(exc))
         except FirmwareError as exc:
-            job.finish(Outcome.FAILED, str(exc))
+            await job.finish(Outcome.FAILED, str(exc))
         return job
 
     async def _check(
@@ -386,7 +391,7 @@ class Updater:
         running = active_slot(job.slots)
         if running is None or running.hash != image.hash_hex or not running.confirmed:
             raise UpdateFailedError(f"{links.name} did not confirm {image.version}")
-        job.finish(Outcome.CONFIRMED, f"{links.name} runs {image.version}, confirmed")
+        await job.finish(Outcome.CONFIRMED, f"{links.name} runs {image.version}, confirmed")
 
     async def _revert(
         self, job: UpdateJob, links: SensorLinks, old: Slot, image: FirmwareImage, reason: str
