@@ -30,7 +30,7 @@ from gateway.web.tls import (
     make_self_signed,
     server_certificate,
 )
-from tests.harness import running_gateway
+from tests.harness import running_gateway, wait_until
 
 TOKEN = "lan-test-service-token-0123456789ab"
 
@@ -106,6 +106,7 @@ async def test_the_api_over_tls_is_announced_with_its_fingerprint(tmp_path: Path
             await browser.async_close()
 
         assert (data_dir / "api-url").read_text().startswith("https://")
+        await wait_until(lambda: "thermo" in run.states(), 30, "the thermometer to be found")
         result = await _cli(["sensors", "list", "--json", "--data-dir", str(data_dir)], made)
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)[0]["kind"] == "thermo"
