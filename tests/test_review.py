@@ -485,7 +485,7 @@ async def test_a_revoked_key_signs_nothing_and_never_returns(env: ReviewEnv) -> 
     assert (listed["kid"], listed["revoked"]) == (kid, None)
 
     code, out, err = await env.cli("users", "revoke-key", "clara", kid, *here, token=None)
-    assert (code, out.strip()) == (0, f"clara: key {kid} revoked"), err
+    assert (code, out.strip()) == (0, f"clara: signing key {kid} revoked"), err
     assert env.users.public_keys("clara") == {}
     offered = await offer(env)
     status, body = await api(

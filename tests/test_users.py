@@ -249,7 +249,7 @@ def test_one_token_is_revoked_by_its_id_and_the_others_go_on(tmp_path: Path) -> 
     assert laptop.stdout.strip() not in json.dumps(listed)
 
     revoked = runner.invoke(app, ["users", "revoke-token", "doc", laptop_id, *where])
-    assert revoked.stdout.strip() == f"doc: token {laptop_id} revoked"
+    assert revoked.stdout.strip() == f"doc: API token {laptop_id} revoked"
     directory = UserDirectory(tmp_path)
     try:
         assert directory.token_user(laptop.stdout.strip()) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -60,6 +61,24 @@ def _audit(
         )  # fmt: skip
     except (BedsideError, OSError) as exc:
         fail(f"{name}: {detail}, but the audit trail could not record it: {exc}")
+
+
+def _revoke(
+    config: ConfigOption,
+    data_dir: DataDirOption,
+    name: str,
+    what: str,
+    revoke: Callable[[UserDirectory], None],
+) -> None:
+    """Revoke ``what`` of user ``name`` with ``revoke``, audit it and say so."""
+    from gateway.users import UserError
+
+    try:
+        revoke(_users(config, data_dir))
+    except UserError as exc:
+        fail(str(exc))
+    _audit(config, data_dir, "update", name, f"{what} revoked")
+    typer.echo(f"{name}: {what} revoked")
 
 
 @users_app.command("add")
@@ -183,14 +202,9 @@ def users_revoke_token(
     data_dir: DataDirOption = None,
 ) -> None:
     """Revoke one API token: refused from its next request on."""
-    from gateway.users import UserError
-
-    try:
-        _users(config, data_dir).revoke_token(name, token_id)
-    except UserError as exc:
-        fail(str(exc))
-    _audit(config, data_dir, "update", name, f"API token {token_id} revoked")
-    typer.echo(f"{name}: token {token_id} revoked")
+    _revoke(
+        config, data_dir, name, f"API token {token_id}", lambda u: u.revoke_token(name, token_id)
+    )
 
 
 @users_app.command("key")
@@ -251,14 +265,7 @@ def users_revoke_key(
     data_dir: DataDirOption = None,
 ) -> None:
     """Revoke one signing key: it signs no decision from now on (decisions signed before stay)."""
-    from gateway.users import UserError
-
-    try:
-        _users(config, data_dir).revoke_key(name, kid)
-    except UserError as exc:
-        fail(str(exc))
-    _audit(config, data_dir, "update", name, f"signing key {kid} revoked")
-    typer.echo(f"{name}: key {kid} revoked")
+    _revoke(config, data_dir, name, f"signing key {kid}", lambda u: u.revoke_key(name, kid))
 
 
 def register(app: typer.Typer) -> None:
