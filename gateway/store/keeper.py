@@ -2,10 +2,13 @@
 ``store.maintain_every_s`` it lets go of what :mod:`.retention` allows, in short transactions in
 the store's writer thread; over the alarm level of ``store.max_bytes`` it makes room (delivered
 outbox items, then the oldest forwarded Observations) down to just under it; then it gives the
-freed pages back to the filesystem. The storage state — ``ok``, ``alarm`` (what must stay fills
-``alarm_fraction`` of the budget: an uplink down for long, readings held for a patient) or
-``full`` (it fills the budget: new readings are refused, counted, until room is made) — is
-reported in ``/healthz``, the metrics and the page."""
+freed pages back to the filesystem. Between those passes it measures the database every
+:data:`CHECK_EVERY_S` (three pragmas in the writer thread) and runs a pass at once when the
+database has reached the alarm level and grown since the last pass: a budget small next to what
+arrives in ``maintain_every_s`` still holds. The storage state — ``ok``, ``alarm`` (what must
+stay fills ``alarm_fraction`` of the budget: an uplink down for long, readings held for a
+patient) or ``full`` (it fills the budget: new readings are refused, counted, until room is
+made) — is reported in ``/healthz``, the metrics and the page."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import asyncio
 import datetime as dt
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 
 HEADROOM: Final = 0.95  # making room stops this far under the alarm level
+CHECK_EVERY_S: Final = 5.0  # the database measured between passes
+# Over the alarm level with nothing left to let go of, the next early pass waits for this share
+# of the budget to arrive: the state (alarm → full) stays current without a pass every check.
+GROWTH_STEP: Final = 0.01
 
 
 class StorageState(enum.StrEnum):
@@ -79,6 +87,7 @@ class StoreKeeper:
         self.pruned_observations = 0
         self.refused_readings = 0  # readings refused while the store was full
         self.disk_full: str | None = None  # the last pass failed: the disk is full
+        self.used_bytes: int | None = None  # as last measured, by a pass or a check
 
     def _prune_batch(self, store: Store) -> retention.Pruned:
         with store.transaction() as conn:
@@ -121,6 +130,7 @@ class StoreKeeper:
         self.pruned_delivered += delivered
         self.pruned_observations += observations
         self.last = Maintained(delivered, observations, returned, usage, self.state)
+        self.used_bytes = usage.used_bytes
         if delivered or observations or returned:
             log.info(
                 "store retention: %d delivered outbox item(s) and %d Observation(s) let go, "
@@ -162,7 +172,7 @@ class StoreKeeper:
 
     def as_json(self) -> dict[str, object]:
         """The storage state for ``/healthz``, ``/api/gateway`` and the page."""
-        used = self.last.usage.used_bytes if self.last is not None else None
+        used = self.used_bytes
         return {
             "state": str(self.state),
             "used_bytes": used,
@@ -176,14 +186,38 @@ class StoreKeeper:
         }
 
     async def run(self) -> None:
-        """Maintain now and every ``maintain_every_s`` until cancelled."""
+        """Maintain now, every ``maintain_every_s`` and whenever :meth:`needs_pass` says so,
+        until cancelled (scheduled on the monotonic clock: a step of the wall clock moves no
+        pass)."""
+        every = self._settings.maintain_every_s
+        await self._store.write(lambda store: retention.bound_wal(store.conn, self.budget_bytes))
+        due = time.monotonic()
         while True:
-            try:
-                await self.maintain_once()
-            except StoreFullError as exc:
-                if self.state is not StorageState.FULL:
-                    log.warning("storage full: %s", exc)
-                self.state, self.disk_full = StorageState.FULL, str(exc)
-            else:
-                self.disk_full = None
-            await asyncio.sleep(self._settings.maintain_every_s)
+            if time.monotonic() >= due or await self.needs_pass():
+                await self._pass()
+                due = time.monotonic() + every
+            await asyncio.sleep(min(CHECK_EVERY_S, every))
+
+    async def _pass(self) -> None:
+        try:
+            await self.maintain_once()
+        except StoreFullError as exc:
+            if self.state is not StorageState.FULL:
+                log.warning("storage full: %s", exc)
+            self.state, self.disk_full = StorageState.FULL, str(exc)
+        else:
+            self.disk_full = None
+
+    async def needs_pass(self) -> bool:
+        """Measure the database; True when it has reached the alarm level and grown since the
+        last pass (by :data:`GROWTH_STEP` of the budget when that pass left it over the level)."""
+        try:
+            usage = await self._store.write(lambda store: retention.usage(store.conn))
+        except StoreFullError:
+            return True  # the pass says what is wrong
+        self.used_bytes = usage.used_bytes
+        if usage.used_bytes < self.alarm_bytes:
+            return False
+        after_last = self.last.usage.used_bytes if self.last is not None else 0
+        step = GROWTH_STEP * self.budget_bytes if after_last >= self.alarm_bytes else 1
+        return usage.used_bytes - after_last >= step

@@ -126,6 +126,24 @@ def usage(conn: sqlite3.Connection) -> Usage:
     return Usage(int(pages) * int(page_size), int(free) * int(page_size))
 
 
+# The WAL next to the budget: checkpointed every 1/WAL_SHARE of it, between SQLite's own default
+# (1000 pages) and a floor that keeps checkpoints (an fsync each) rare on a small budget.
+WAL_SHARE: Final = 16
+WAL_MIN_PAGES: Final = 100
+WAL_MAX_PAGES: Final = 1000
+
+
+def bound_wal(conn: sqlite3.Connection, max_bytes: int) -> int:
+    """Keep the writer's WAL to a share of the disk budget ``max_bytes``: checkpoint it every
+    that many pages (``PRAGMA wal_autocheckpoint``) and cut it back to that size once
+    checkpointed (``PRAGMA journal_size_limit``). Returns the WAL's bound in bytes."""
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    pages = max(WAL_MIN_PAGES, min(WAL_MAX_PAGES, max_bytes // int(page_size) // WAL_SHARE))
+    conn.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
+    conn.execute(f"PRAGMA journal_size_limit = {pages * int(page_size):d}")
+    return pages * int(page_size)
+
+
 def give_back(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> int:
     """Return up to ``pages`` free pages to the filesystem (``PRAGMA incremental_vacuum``, then a
     WAL checkpoint; a database made before ``auto_vacuum = INCREMENTAL`` reuses them instead).
