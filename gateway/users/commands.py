@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -79,6 +79,27 @@ def _revoke(
         fail(str(exc))
     _audit(config, data_dir, "update", name, f"{what} revoked")
     typer.echo(f"{name}: {what} revoked")
+
+
+def _print_rows(
+    config: ConfigOption,
+    data_dir: DataDirOption,
+    as_json: bool,
+    rows_of: Callable[[UserDirectory], list[dict[str, Any]]],
+    line: Callable[[dict[str, Any]], str],
+) -> None:
+    """Print what ``rows_of`` lists, as JSON or a tab-separated ``line`` each."""
+    from gateway.users import UserError
+
+    try:
+        rows = rows_of(_users(config, data_dir))
+    except UserError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(line(row))
 
 
 @users_app.command("add")
@@ -181,17 +202,13 @@ def users_tokens(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The user's API tokens: id, label, when made (never the tokens themselves)."""
-    from gateway.users import UserError
-
-    try:
-        rows = [token.as_json() for token in _users(config, data_dir).tokens(name)]
-    except UserError as exc:
-        fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        typer.echo(f"{row['id']}\tmade {row['created']}\t{row['label']}".rstrip())
+    _print_rows(
+        config,
+        data_dir,
+        as_json,
+        lambda users: [token.as_json() for token in users.tokens(name)],
+        lambda row: f"{row['id']}\tmade {row['created']}\t{row['label']}".rstrip(),
+    )
 
 
 @users_app.command("revoke-token")
@@ -242,19 +259,16 @@ def users_keys(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The user's registered signing keys: thumbprint, when registered, when revoked."""
-    from gateway.users import UserError
-
-    try:
-        keys = _users(config, data_dir).keys(name)
-    except UserError as exc:
-        fail(str(exc))
-    rows = [key.as_json() for key in keys]
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        revoked = f"revoked {row['revoked']}" if row["revoked"] else "valid"
-        typer.echo(f"{row['kid']}\tregistered {row['created']}\t{revoked}")
+    _print_rows(
+        config,
+        data_dir,
+        as_json,
+        lambda users: [key.as_json() for key in users.keys(name)],
+        lambda row: (
+            f"{row['kid']}\tregistered {row['created']}\t"
+            + (f"revoked {row['revoked']}" if row["revoked"] else "valid")
+        ),
+    )
 
 
 @users_app.command("revoke-key")
