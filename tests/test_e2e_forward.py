@@ -58,6 +58,10 @@ async def test_sensor_data_reaches_the_receiver_signed(tmp_path: Path, broker: M
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
     try:
+        assert receiver.stderr is not None
+        subscribed = await asyncio.wait_for(asyncio.to_thread(receiver.stderr.readline), 60)
+        # else it could miss the Device Bundles, published once, before the first readings
+        assert "subscribed to" in subscribed, subscribed
         async with running_gateway(
             data_dir,
             ["ecg", "spo2", "thermo"],
