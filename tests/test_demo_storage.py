@@ -23,7 +23,7 @@ from tests.processes import BEDSIDE, bedside
 broker = fixtures_mqtt.broker
 
 BUDGET = MIB  # the smallest budget the settings accept
-ALARM_FRACTION = 0.4  # room is made from ~400 kB on: reached within the run
+ALARM_FRACTION = 0.25  # room is made from ~260 kB on: reached in the run, on a busy machine too
 SECONDS = 45
 
 
