@@ -26,7 +26,9 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_headless_prints_one_json_summary(tmp_path: Path) -> None:
-    result = _run("demo", "--headless", "--for", "8", "--data-dir", str(tmp_path))
+    result = _run(  # any free port for the API: 8080 may be taken on the machine
+        "demo", "--headless", "--for", "8", "--data-dir", str(tmp_path), "--http-port", "0"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1

@@ -64,7 +64,7 @@ async def test_the_demo_stays_within_a_small_budget_and_forwards_everything(
             subprocess.run,
             [
                 str(BEDSIDE), "demo", "--headless", "--for", str(SECONDS),
-                "--mqtt", broker.url, "--data-dir", str(data_dir),
+                "--mqtt", broker.url, "--data-dir", str(data_dir), "--http-port", "0",
             ],
             capture_output=True,
             text=True,

@@ -8,13 +8,14 @@ likewise, sent exactly as signed; a corrupted row is an error, not wrong data.""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.fhir import jsonio
@@ -62,11 +63,20 @@ def signal(count: int, seed: int = 7) -> tuple[int, ...]:
 
 
 @given(st.lists(INT64, min_size=1, max_size=400))
+@example([-(2**62), 2**62])  # a difference of 2**63: one past a signed 64-bit integer
 def test_any_integer_samples_round_trip(values: list[int]) -> None:
+    """Packed whenever every difference fits in 64 bits (then read back the same), else kept
+    as text; either way the resource reads back the same."""
     data = " ".join(map(str, values))
+    deltas = [values[0], *(b - a for a, b in itertools.pairwise(values))]
     packed = encode_samples(data)
-    assert packed is not None
-    assert decode_samples(packed) == data
+    if all(-(2**63) <= d < 2**63 for d in deltas):
+        assert packed is not None
+        assert decode_samples(packed) == data
+    else:
+        assert packed is None
+    resource = {"resourceType": "Observation", "valueSampledData": {"data": data}}
+    assert unpack(*pack(resource)) == resource
 
 
 @pytest.mark.parametrize("data", ["", "01 2", "1  2", "-0", "1.5 2", " 1", "1 ", "1e3", "+1"])
