@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import openai
+import pytest
 
 from gateway.fhir import jsonio
 from gateway.forward.signing import KeyStore, verify_bundle
@@ -23,6 +24,9 @@ from tests.processes import free_port
 from tests.sse import sse
 
 BEDSIDE = shutil.which("bedside", path=str(Path(sys.executable).parent)) or "bedside"
+# A demo process loading the model, then a consultation: bounded by the test's own limits (the
+# API's readiness, a reply's 300 s), not by the suite's 120 s guard against hangs.
+pytestmark = pytest.mark.timeout(480)
 
 
 async def test_consultation_with_require_through_the_demo_api(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from gateway.fhir.review import report_entry
 from gateway.store.store import store_path
@@ -29,6 +30,9 @@ from tests.processes import BEDSIDE, bedside, free_port
 from tests.review_env import received_reports
 
 broker = fixtures_mqtt.broker
+# A demo process loading the model, then a consultation: bounded by the test's own limits (the
+# API's readiness, a close's 300 s), not by the suite's 120 s guard against hangs.
+pytestmark = pytest.mark.timeout(480)
 
 
 def _finals(out: Path, cid: str) -> list[tuple[dict[str, Any], Path]]:
