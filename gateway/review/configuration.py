@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -25,6 +24,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_core import to_jsonable_python
 
 from gateway.errors import BedsideError
+from gateway.paths import write_private_file
 from gateway.review.audit import AuditTrail
 
 APPLIED_FILE: Final = "config-applied.json"
@@ -70,14 +70,6 @@ def _read(path: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
 
 
-def _write(path: Path, applied: Mapping[str, str]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        json.dump(applied, out, indent=1, sort_keys=True)
-    partial.replace(path)
-
-
 async def audit_configuration(trail: AuditTrail, data_dir: Path, settings: BaseModel) -> str | None:
     """Record the settings of this start when they are new or changed; the entry's detail."""
     path = data_dir / APPLIED_FILE
@@ -92,7 +84,7 @@ async def audit_configuration(trail: AuditTrail, data_dir: Path, settings: BaseM
         action, detail = "update", describe(names)
     try:
         await trail.record(action, user=None, role="system", what="Configuration", detail=detail)
-        _write(path, applied)
+        write_private_file(path, json.dumps(applied, indent=1, sort_keys=True))
     except (BedsideError, OSError) as exc:
         log.warning("the configuration's audit entry waits for the next start: %s", exc)
         return None

@@ -61,6 +61,10 @@ def _make_room(store: Store) -> tuple[retention.Pruned, retention.Usage]:
     return retention.make_room(store.conn), retention.usage(store.conn)
 
 
+def _usage(store: Store) -> retention.Usage:
+    return retention.usage(store.conn)
+
+
 def _give_back(store: Store) -> tuple[int, retention.Usage]:
     return retention.give_back(store.conn), retention.usage(store.conn)
 
@@ -116,7 +120,7 @@ class StoreKeeper:
             observations += pruned.observations
             if max(pruned.delivered, pruned.observations) < retention.BATCH:
                 break
-        usage = await self._store.write(lambda store: retention.usage(store.conn))
+        usage = await self._store.write(_usage)
         while usage.used_bytes > self.alarm_bytes * HEADROOM:
             pruned, usage = await self._store.write(_make_room)
             if not (pruned.delivered or pruned.observations):
@@ -212,7 +216,7 @@ class StoreKeeper:
         """Measure the database; True when it has reached the alarm level and grown since the
         last pass (by :data:`GROWTH_STEP` of the budget when that pass left it over the level)."""
         try:
-            usage = await self._store.write(lambda store: retention.usage(store.conn))
+            usage = await self._store.write(_usage)
         except StoreFullError:
             return True  # the pass says what is wrong
         self.used_bytes = usage.used_bytes

@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 users_app = typer.Typer(
     help="Local accounts: technicians, clinicians and admins.", no_args_is_help=True
 )
+_T = TypeVar("_T")
 NameArgument = Annotated[str, typer.Argument(help="User name (a-z 0-9 . _ -).")]
 
 
@@ -63,6 +64,18 @@ def _audit(
         fail(f"{name}: {detail}, but the audit trail could not record it: {exc}")
 
 
+def _on_users(
+    config: ConfigOption, data_dir: DataDirOption, act: Callable[[UserDirectory], _T]
+) -> _T:
+    """``act`` on the users directory; a refusal (:class:`UserError`) is the command's error."""
+    from gateway.users import UserError
+
+    try:
+        return act(_users(config, data_dir))
+    except UserError as exc:
+        fail(str(exc))
+
+
 def _revoke(
     config: ConfigOption,
     data_dir: DataDirOption,
@@ -71,12 +84,7 @@ def _revoke(
     revoke: Callable[[UserDirectory], None],
 ) -> None:
     """Revoke ``what`` of user ``name`` with ``revoke``, audit it and say so."""
-    from gateway.users import UserError
-
-    try:
-        revoke(_users(config, data_dir))
-    except UserError as exc:
-        fail(str(exc))
+    _on_users(config, data_dir, revoke)
     _audit(config, data_dir, "update", name, f"{what} revoked")
     typer.echo(f"{name}: {what} revoked")
 
@@ -89,12 +97,7 @@ def _print_rows(
     line: Callable[[dict[str, Any]], str],
 ) -> None:
     """Print what ``rows_of`` lists, as JSON or a tab-separated ``line`` each."""
-    from gateway.users import UserError
-
-    try:
-        rows = rows_of(_users(config, data_dir))
-    except UserError as exc:
-        fail(str(exc))
+    rows = _on_users(config, data_dir, rows_of)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -148,12 +151,7 @@ def users_list(
 
 
 def _set_disabled(name: str, disabled: bool, config: ConfigOption, data_dir: DataDirOption) -> None:
-    from gateway.users import UserError
-
-    try:
-        _users(config, data_dir).set_disabled(name, disabled)
-    except UserError as exc:
-        fail(str(exc))
+    _on_users(config, data_dir, lambda users: users.set_disabled(name, disabled))
     _audit(config, data_dir, "update", name, "disabled" if disabled else "enabled")
     typer.echo(f"{name}: {'disabled' if disabled else 'enabled'}")
 
@@ -184,12 +182,7 @@ def users_token(
     data_dir: DataDirOption = None,
 ) -> None:
     """Make an API token for the user; printed once (only its hash is kept)."""
-    from gateway.users import UserError
-
-    try:
-        token = _users(config, data_dir).new_token(name, label)
-    except UserError as exc:
-        fail(str(exc))
+    token = _on_users(config, data_dir, lambda users: users.new_token(name, label))
     _audit(config, data_dir, "update", name, f"API token made{f' ({label})' if label else ''}")
     typer.echo(token)
 
