@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -203,17 +204,31 @@ async def test_the_keeper_keeps_the_database_under_its_budget(tmp_path: Path) ->
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def _running_keeper(
+    tmp_path: Path, settings: StoreSettings
+) -> AsyncIterator[tuple[AsyncStore, StoreKeeper]]:
+    """A store in ``tmp_path`` and its keeper running, after its first pass."""
+    store = await AsyncStore.open(tmp_path / "g.sqlite3")
+    keeper = StoreKeeper(store, settings)
+    running = asyncio.create_task(keeper.run())
+    try:
+        await wait_until(lambda: keeper.last is not None, 30, "the first pass")
+        yield store, keeper
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await store.close()
+
+
 async def test_the_keeper_makes_room_as_soon_as_the_alarm_level_is_reached(
     tmp_path: Path,
 ) -> None:
     """A budget small next to what arrives between scheduled passes (an hour apart here) still
     holds: the keeper measures the database in between and makes room once it is over."""
     settings = StoreSettings(max_bytes=MIB, alarm_fraction=0.5, maintain_every_s=3600)
-    store = await AsyncStore.open(tmp_path / "g.sqlite3")
-    keeper = StoreKeeper(store, settings)
-    running = asyncio.create_task(keeper.run())
-    try:
-        await wait_until(lambda: keeper.last is not None, 30, "the first pass")
+    async with _running_keeper(tmp_path, settings) as (store, keeper):
         assert keeper.pruned_observations == 0
         await _fill(store, 4000, prefix="r")
         await wait_until(lambda: keeper.pruned_observations > 0, 60, "room made before the hour")
@@ -222,21 +237,13 @@ async def test_the_keeper_makes_room_as_soon_as_the_alarm_level_is_reached(
         assert keeper.as_json()["state"] == "ok"
         newest = await store.read(lambda s: s.latest_observations(1))
         assert newest[0].identifier == "r-3999"
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await store.close()
 
 
 async def test_the_wal_is_kept_to_a_share_of_a_small_budget(tmp_path: Path) -> None:
     """SQLite checkpoints its WAL every 1000 pages (~4 MiB): next to a 1 MiB budget the keeper
     makes that a 16th of the budget (100 pages at least) and has it cut back after checkpoints."""
-    store = await AsyncStore.open(tmp_path / "g.sqlite3")
-    keeper = StoreKeeper(store, StoreSettings(max_bytes=MIB, maintain_every_s=3600))
-    running = asyncio.create_task(keeper.run())
-    try:
-        await wait_until(lambda: keeper.last is not None, 30, "the first pass")
+    settings = StoreSettings(max_bytes=MIB, maintain_every_s=3600)
+    async with _running_keeper(tmp_path, settings) as (store, _):
         bound = 100 * 4096
         assert await store.write(
             lambda s: tuple(s.conn.execute("PRAGMA wal_autocheckpoint").fetchone())
@@ -249,11 +256,6 @@ async def test_the_wal_is_kept_to_a_share_of_a_small_budget(tmp_path: Path) -> N
             await _fill(store, 400, prefix=f"b{batch}")
             peak = max(peak, (tmp_path / "g.sqlite3-wal").stat().st_size)
         assert peak < 2 * bound  # the bound and at most one transaction's pages past it
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await store.close()
 
 
 async def test_what_must_stay_raises_the_alarm_and_never_goes(tmp_path: Path) -> None:
